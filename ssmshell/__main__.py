@@ -1,0 +1,6 @@
+"""``python -m ssmshell``."""
+
+from ssmshell.cli import main
+
+if __name__ == "__main__":
+    main()
