@@ -1,12 +1,72 @@
-"""Command-line front end (click). Commands stay thin: they parse, delegate, map errors."""
+"""Command-line front end (click). Commands stay thin: they parse, delegate, map errors.
+
+Heavy modules (boto3, websockets, prompt_toolkit, the local Session Manager)
+are imported inside the commands, so ``ssmshell --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from ssmshell import __version__
+from ssmshell.errors import Exit, UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def aws_options(func: F) -> F:
+    """``--profile``, ``--region``, ``--endpoint-url``, ``--debug``, like the AWS CLI's."""
+    func = click.option("--debug", is_flag=True,
+                        help="Log message headers to stderr (never payloads or tokens).")(func)
+    func = click.option("--endpoint-url", metavar="URL",
+                        help="Use this endpoint for every AWS service "
+                             "(AWS_ENDPOINT_URL* are honoured too).")(func)
+    func = click.option("--region", metavar="REGION", help="AWS region.")(func)
+    func = click.option("--profile", metavar="PROFILE",
+                        help="AWS profile (SSO and assume-role profiles work).")(func)
+    return func
+
+
+def handle_errors(func: F) -> F:
+    """Turn :class:`UserError` into one line on stderr and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"ssmshell: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(Exit.INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _aws(profile: str | None, region: str | None, endpoint_url: str | None,
+         debug: bool) -> Any:
+    if debug:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ssmshell debug: %(name)s: %(message)s"))
+        root = logging.getLogger("ssmshell")
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+    from ssmshell.aws.api import Aws
+
+    return Aws(profile=profile, region=region, endpoint_url=endpoint_url)
+
+
+def _channel_options(debug: bool) -> Any:
+    from ssmshell.channel import ChannelOptions
+
+    return ChannelOptions(debug=debug)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,9 +75,285 @@ def cli() -> None:
     """Session Manager shells, ECS Exec, commands and port forwards, with no plugin."""
 
 
+@cli.command("start-session")
+@click.argument("target")
+@click.option("--document-name", metavar="DOC", help="Session document "
+              "(default SSM-SessionManagerRunShell).")
+@click.option("--parameters", metavar="JSON", help='Document parameters, e.g. '
+              '\'{"command":["top"]}\'.')
+@click.option("--reason", metavar="TEXT", help="Reason recorded with the session.")
+@aws_options
+@handle_errors
+def start_session(target: str, document_name: str | None, parameters: str | None,
+                  reason: str | None, profile: str | None, region: str | None,
+                  endpoint_url: str | None, debug: bool) -> None:
+    """Open an interactive shell on an EC2 instance or managed node."""
+    from ssmshell.aws.api import parse_parameters
+
+    aws = _aws(profile, region, endpoint_url, debug)
+    params = parse_parameters(parameters)
+    info = aws.start_session(target, document_name, params, reason)
+    sys.exit(_run_shell(aws, info, debug))
+
+
+@cli.command("exec")
+@click.option("--cluster", required=True, metavar="CLUSTER", help="Cluster name or ARN.")
+@click.option("--task", required=True, metavar="TASK", help="Task id or ARN.")
+@click.option("--container", metavar="NAME", help="Container (needed if the task has several).")
+@click.option("--command", "command", default="/bin/sh", show_default=True,
+              help="Command to run interactively.")
+@aws_options
+@handle_errors
+def exec_(cluster: str, task: str, container: str | None, command: str, profile: str | None,
+          region: str | None, endpoint_url: str | None, debug: bool) -> None:
+    """Open an interactive command in an ECS container (ECS Exec)."""
+    from ssmshell.aws.targets import resolve_ecs
+
+    aws = _aws(profile, region, endpoint_url, debug)
+    target = resolve_ecs(aws, cluster, task, container)
+    info = aws.execute_command(target.cluster_arn, target.task_arn, target.container_name,
+                               command, target.target_id)
+    sys.exit(_run_shell(aws, info, debug))
+
+
+def _run_shell(aws: Any, info: Any, debug: bool) -> int:
+    from ssmshell.runner import notice, run_session
+    from ssmshell.sessions.shell import ShellSession
+
+    async def body(channel: Any) -> int:
+        return await ShellSession(channel, notice=notice).run()
+
+    return run_session(aws, info, body, _channel_options(debug))
+
+
+#: ssmshell's own session document (NonInteractiveCommands, separateOutputStream on).
+COMMAND_DOCUMENT = "SSMShell-NonInteractiveCommand"
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--document-name", default=COMMAND_DOCUMENT, show_default=True, metavar="DOC",
+              help="NonInteractiveCommands document with separateOutputStream on "
+                   "(see 'ssmshell setup').")
+@aws_options
+@handle_errors
+def run(target: str, command: tuple[str, ...], document_name: str, profile: str | None,
+        region: str | None, endpoint_url: str | None, debug: bool) -> None:
+    """Run a command on an instance; exit with its exit code (stdout/stderr kept apart).
+
+    Example: ssmshell run i-0123456789abcdef0 -- uname -a
+    """
+    import shlex
+
+    from ssmshell.runner import notice, run_session
+    from ssmshell.sessions.command import CommandSession
+
+    aws = _aws(profile, region, endpoint_url, debug)
+    line = shlex.join(command) if len(command) > 1 else command[0]
+    info = aws.start_session(target, document_name, {"command": [line]})
+
+    async def body(channel: Any) -> int:
+        code = await CommandSession(channel, notice=notice).run()
+        if code is None:
+            raise UserError(f"the document {document_name} sent no exit code (is "
+                            "separateOutputStream on?)", Exit.PROTOCOL)
+        return code
+
+    sys.exit(run_session(aws, info, body, _channel_options(debug)))
+
+
+def _parse_forward(spec: str) -> tuple[Any, str | None, str]:
+    """``-L`` as ssh has it: ``[BIND:]LOCAL:REMOTE_PORT`` or ``[BIND:]LOCAL:HOST:PORT``;
+    LOCAL may be a unix socket path (containing ``/``)."""
+    from ssmshell.sessions.ports import Listen
+
+    parts = spec.rsplit(":", 3) if spec.count(":") <= 3 else None
+    if not parts or len(parts) < 2:
+        raise UserError(f"bad -L {spec!r}: use [BIND:]LOCAL:PORT or [BIND:]LOCAL:HOST:PORT",
+                        Exit.USAGE)
+    remote_port = parts[-1]
+    host: str | None = None
+    if len(parts) == 2:
+        bind, local = "127.0.0.1", parts[0]
+    elif len(parts) == 3:
+        # LOCAL:HOST:PORT unless the first part is an address and the second a port.
+        if parts[1].isdigit() and not parts[0].isdigit() and "/" not in parts[0]:
+            bind, local = parts[0], parts[1]
+        else:
+            bind, local, host = "127.0.0.1", parts[0], parts[1]
+    else:
+        bind, local, host = parts[0], parts[1], parts[2]
+    if not remote_port.isdigit() or not 0 < int(remote_port) < 65536:
+        raise UserError(f"bad -L {spec!r}: remote port must be 1-65535", Exit.USAGE)
+    if "/" in local:
+        return Listen(unix_path=local), host, remote_port
+    if not local.isdigit() or not 0 <= int(local) < 65536:
+        raise UserError(f"bad -L {spec!r}: local port must be 0-65535 or a socket path",
+                        Exit.USAGE)
+    return Listen(bind or "127.0.0.1", int(local)), host, remote_port
+
+
+@cli.command("port-forward")
+@click.argument("target")
+@click.option("-L", "forwards", multiple=True, required=True, metavar="SPEC",
+              help="[BIND:]LOCAL:PORT or [BIND:]LOCAL:HOST:PORT; repeatable.")
+@aws_options
+@handle_errors
+def port_forward(target: str, forwards: tuple[str, ...], profile: str | None,
+                 region: str | None, endpoint_url: str | None, debug: bool) -> None:
+    """Forward local ports to ports on (or reachable from) an instance."""
+    import asyncio
+
+    from ssmshell.runner import make_channel, notice
+    from ssmshell.sessions.ports import PortSession
+
+    specs = [_parse_forward(spec) for spec in forwards]
+    aws = _aws(profile, region, endpoint_url, debug)
+    infos = []
+    for listen, host, port in specs:
+        params = {"portNumber": [port], "localPortNumber": [str(listen.port)]}
+        document = "AWS-StartPortForwardingSession"
+        if host:
+            params["host"] = [host]
+            document = "AWS-StartPortForwardingSessionToRemoteHost"
+        infos.append((listen, host, port, aws.start_session(target, document, params)))
+
+    async def main() -> int:
+        sessions = []
+        for listen, host, port, info in infos:
+            channel = make_channel(aws, info, _channel_options(debug))
+            where = f"{host or target}:{port}"
+            sessions.append(PortSession(
+                channel, listen, notice=notice,
+                on_ready=lambda bound, where=where: notice(f"forwarding {bound} -> {where} "
+                                                           "(Ctrl-C to stop)")))
+        tasks = [asyncio.create_task(s.run()) for s in sessions]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for session in sessions:
+                await session.terminate()
+            for _, _, _, info in infos:
+                await asyncio.to_thread(aws.terminate_session, info.session_id)
+            for task in tasks:
+                task.cancel()
+        return 0
+
+    try:
+        sys.exit(asyncio.run(main()))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@cli.command()
+@click.argument("target")
+@click.argument("port", default=22, type=int)
+@aws_options
+@handle_errors
+def proxy(target: str, port: int, profile: str | None, region: str | None,
+          endpoint_url: str | None, debug: bool) -> None:
+    """Bridge stdin/stdout to TARGET:PORT (for ssh's ProxyCommand)."""
+    from ssmshell.runner import notice, run_session
+    from ssmshell.sessions.proxy import StdioSession
+
+    aws = _aws(profile, region, endpoint_url, debug)
+    info = aws.start_session(target, "AWS-StartSSHSession", {"portNumber": [str(port)]})
+
+    async def body(channel: Any) -> int:
+        return await StdioSession(channel, notice=notice).run()
+
+    sys.exit(run_session(aws, info, body, _channel_options(debug)))
+
+
+@cli.command("ssh-config")
+@click.option("--profile", metavar="PROFILE", help="Profile to put in the ProxyCommand.")
+@click.option("--region", metavar="REGION", help="Region to put in the ProxyCommand.")
+def ssh_config(profile: str | None, region: str | None) -> None:
+    """Print an ~/.ssh/config snippet that reaches i-*/mi-* hosts through ssmshell."""
+    extra = "".join(f" --{k} {v}" for k, v in (("profile", profile), ("region", region)) if v)
+    click.echo("# ssh to instances by id through Session Manager (added by ssmshell ssh-config)\n"
+               "Host i-* mi-*\n"
+               f"    ProxyCommand ssmshell proxy{extra} %h %p\n"
+               "    StrictHostKeyChecking accept-new")
+
+
+@cli.command()
+@click.option("--no-kms", is_flag=True, help="Do not encrypt the demo session with KMS.")
+@handle_errors
+def demo(no_kms: bool) -> None:
+    """A KMS-encrypted shell on this machine through the embedded local Session Manager."""
+    import os
+
+    from ssmshell.local.server import LocalSessionManager
+
+    sm = LocalSessionManager()
+    if no_kms:
+        sm.config.session_kms_key_id = None
+    sm.start_in_thread()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_SSM",
+                 "AWS_ENDPOINT_URL_KMS"):
+        os.environ.pop(name, None)
+    os.environ.update(sm.client_env())
+    target = next(i.instance_id for i in sm.config.instances if i.ping_status == "Online")
+    click.echo(f"ssmshell: demo: local Session Manager at {sm.endpoint_url} "
+               f"(no AWS involved), session to {target}", err=True)
+    try:
+        aws = _aws(None, sm.region, sm.endpoint_url, False)
+        info = aws.start_session(target)
+        code = _run_shell(aws, info, False)
+    finally:
+        sm.stop_thread()
+    sys.exit(code)
+
+
+@cli.group()
+def local() -> None:
+    """The embedded local Session Manager (for trying ssmshell and testing tools)."""
+
+
+@local.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=0, type=int, help="AWS endpoint port (default: any free).")
+@click.option("--gateway-port", default=0, type=int,
+              help="Websocket gateway port (default: any free).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="JSON (or TOML) file describing instances, clusters, keys, preferences.")
+@handle_errors
+def local_serve(host: str, port: int, gateway_port: int, config_path: str | None) -> None:
+    """Run the local Session Manager in the foreground until interrupted."""
+    import asyncio
+
+    from ssmshell.local.config import load_config
+    from ssmshell.local.server import LocalSessionManager
+
+    config = load_config(config_path) if config_path else None
+    sm = LocalSessionManager(config)
+
+    async def serve() -> None:
+        await sm.start(host, port, gateway_port)
+        env = sm.client_env()
+        click.echo(f"Local Session Manager listening (Ctrl-C to stop)\n"
+                   f"  endpoint:   {sm.endpoint_url}\n"
+                   f"  region:     {sm.region}\n"
+                   f"  export AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "
+                   f"AWS_REGION={env['AWS_REGION']} "
+                   f"AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']} "
+                   f"AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}\n"
+                   f"  instances:  "
+                   + ", ".join(i.instance_id for i in sm.config.instances))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sm.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
         cli.main(prog_name="ssmshell")
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)

@@ -1,0 +1,379 @@
+"""The agent emulator: one agent-role DataChannel per session, and its plugin (§15).
+
+The session outlives websockets: the client may drop and resume (§12) and the
+plugin keeps running, its output waiting in the unacked window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shlex
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ssmshell.local.faults import Faults, FaultyLink
+from ssmshell.local.plugin import Plugin
+from ssmshell.protocol import events as ev
+from ssmshell.protocol import message as m
+from ssmshell.protocol.errors import ProtocolError
+from ssmshell.protocol.payloads import ChannelClosed, PayloadType, SessionType
+from ssmshell.protocol.state import AGENT_VERSION, RESEND_INTERVAL, DataChannel, Role, State
+
+log = logging.getLogger("ssmshell.local.agent")
+
+PREPARE_TO_CLOSE = 2.0  # §14.2 PrepareToCloseChannel: wait ≤ 2 s for acks at the end
+
+
+@dataclass
+class AgentOptions:
+    """How the emulated agent behaves.
+
+    Attributes:
+        pacing: seconds between 1024-byte reads (the real agent's ~1 ms; 0 = off).
+        initial_read_delay: seconds before the first PTY read (§9.1: 1 s).
+        window: unacked output messages before the producers stop reading.
+        strict_digest: check digests of client frames (the real agent does not).
+        require_kms_challenge: refuse clients that do not acknowledge the random
+            challenge (§8.6, the agent's ``RequireKMSChallengeResponse``).
+        short_channel_closed: send channel_closed with HeaderLength 112 and
+            NUL padding, as reported of the real service (§4.2.1).
+        shell: the program for shell sessions (default ``$SHELL`` or /bin/sh).
+        agent_version: AgentVersion in the HandshakeRequest.
+        max_payload: largest Output payload the agent sends.
+    """
+
+    pacing: float = 0.001
+    initial_read_delay: float = 1.0
+    window: int = 2000
+    strict_digest: bool = False
+    require_kms_challenge: bool = False
+    short_channel_closed: bool = False
+    shell: str | None = None
+    agent_version: str = AGENT_VERSION
+    max_payload: int = 1024
+
+
+class KmsDecryptError(Exception):
+    """What the local KMS raises through :data:`DecryptFn`; ``str()`` is safe to show."""
+
+
+#: ``decrypt(blob, context, key_id) -> plaintext`` (raises on failure).
+DecryptFn = Callable[[bytes, dict[str, str], str], bytes]
+
+
+class AgentSession:
+    """The agent's half of one session.
+
+    Args:
+        record: the registry's session record (session_id, target, session_type,
+            properties, command, separate_output_stream, prefixes, kms_key_id).
+        decrypt: the local KMS Decrypt.
+        options: :class:`AgentOptions`.
+        faults: :class:`Faults` for this session.
+        on_done: called with the session id when the session has ended.
+    """
+
+    def __init__(self, record: Any, *, decrypt: DecryptFn, options: AgentOptions,
+                 faults: Faults | None = None,
+                 on_done: Callable[[str], None] | None = None) -> None:
+        self.record = record
+        self.session_id: str = record.session_id
+        self.options = options
+        self.faults = faults or Faults()
+        self._decrypt = decrypt
+        self._on_done = on_done or (lambda sid: None)
+        self.dc = DataChannel(
+            Role.AGENT, session_id=self.session_id, target_id=record.target,
+            agent_version=options.agent_version, window=options.window,
+            max_payload=options.max_payload, max_resends=None,
+            verify_digest=options.strict_digest,
+            require_kms_challenge=options.require_kms_challenge)
+        self.dc.accepting = False  # "not ready" until the plugin says so (§9.1)
+        self.dc.connection_lost()  # until the first websocket attaches
+        self.rng = random.Random(self.faults.seed)
+        self.plugin: Plugin | None = None
+        self.ws: Any = None
+        self._out_link: FaultyLink | None = None
+        self._in_link: FaultyLink | None = None
+        self._lock = asyncio.Lock()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._wake = asyncio.Event()
+        self._started = False
+        self._plugin_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready_at = 0.0
+        self.finished = asyncio.Event()
+        self.close_reason: str | None = None
+        self.connections = 0
+        self.frames_to_client = 0
+
+    # ------------------------------------------------------------------ AgentIO
+
+    @property
+    def pacing(self) -> float:
+        return self.options.pacing
+
+    def send(self, data: bytes, payload_type: int = PayloadType.OUTPUT) -> None:
+        if self.dc.state is State.OPEN:
+            self.dc.send_output(data, payload_type)
+            self._kick()
+
+    def send_exit_code(self, code: int) -> None:
+        if self.dc.state is State.OPEN:
+            self.dc.send_exit_code(code)
+            self._kick()
+
+    def send_flag(self, flag: int) -> None:
+        if self.dc.state is State.OPEN:
+            self.dc.send_flag(flag)
+            self._kick()
+
+    async def wait_writable(self) -> None:
+        while not self.dc.writable and not self.finished.is_set():
+            self._writable.clear()
+            await self._writable.wait()
+
+    def set_ready(self, ready: bool) -> None:
+        if not ready:
+            self.dc.set_accepting(False)
+            return
+        delay = self._ready_at - time.monotonic()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.set_ready, True)
+            return
+        if not self.dc.accepting:
+            self.dc.set_accepting(True)
+            self._dispatch(self.dc.next_events())
+            self._kick()
+
+    # ------------------------------------------------------------------ websockets
+
+    async def attach(self, ws: Any) -> None:
+        """Serve one websocket of the client until it closes or the session ends."""
+        if self.finished.is_set():
+            await ws.close(1000, "session ended")
+            return
+        old = self.ws
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close(1000, "replaced")
+        self.ws = ws
+        self.connections += 1
+        frames_this_connection = 0
+
+        async def deliver(frame: bytes) -> None:
+            nonlocal frames_this_connection
+            if self.ws is not ws:
+                return
+            await ws.send(frame)
+            frames_this_connection += 1
+            self.frames_to_client += 1
+            await self._maybe_cut(ws, frames_this_connection)
+
+        self._out_link = FaultyLink(self.faults, deliver, self.rng)
+        self._in_link = FaultyLink(self.faults, self._receive, self.rng)
+        if not self._started:
+            self._start()
+        else:
+            self.dc.connection_made()
+        await self._flush()
+        try:
+            async for frame in ws:
+                if isinstance(frame, str):
+                    continue
+                await self._in_link.send(frame)
+        except Exception as exc:  # abrupt close
+            log.debug("client websocket dropped: %s", type(exc).__name__)
+        finally:
+            if self.ws is ws:
+                self.ws = None
+                self.dc.connection_lost()
+
+    async def _maybe_cut(self, ws: Any, count: int) -> None:
+        f = self.faults
+        if f.bye_after is not None and count == f.bye_after and self.connections == 1:
+            await ws.close(1000, "Bye")  # the hourly close: no channel_closed
+        elif (f.cut_every is not None and count == f.cut_every) or (
+                f.cut_after is not None and count == f.cut_after and self.connections == 1):
+            ws.transport.abort()
+
+    # ------------------------------------------------------------------ session
+
+    def _start(self) -> None:
+        self._started = True
+        self._ready_at = time.monotonic() + self.faults.ready_delay
+        self.dc.connection_made()
+        record = self.record
+        self.dc.start_handshake(record.session_type, record.properties, record.kms_key_id)
+        self._dispatch(self.dc.next_events())
+        self._tasks = [asyncio.create_task(self._timer()), asyncio.create_task(self._writer())]
+
+    async def _receive(self, frame: bytes) -> None:
+        try:
+            self.dc.receive_frame(frame)
+        except ProtocolError as exc:
+            await self.finish(str(exc))
+            return
+        self._dispatch(self.dc.next_events())
+        await self._flush()
+
+    def _dispatch(self, events: list[ev.Event]) -> None:
+        for event in events:
+            if isinstance(event, ev.SessionStarted):
+                self._plugin_task = asyncio.create_task(self._run_plugin())
+            elif isinstance(event, ev.StreamData):
+                if self.plugin is not None:
+                    self.plugin.on_input(event.data)
+            elif isinstance(event, ev.SizeChanged):
+                if self.plugin is not None:
+                    self.plugin.on_size(event.cols, event.rows)
+            elif isinstance(event, ev.FlagReceived):
+                if self.plugin is not None:
+                    self.plugin.on_flag(event.flag)
+            elif isinstance(event, ev.DataKeyToDecrypt):
+                self._answer_decrypt(event)
+            elif isinstance(event, ev.HandshakeFailed):
+                asyncio.get_running_loop().create_task(self.finish(event.reason))
+            elif isinstance(event, ev.FrameDropped):
+                log.debug("agent dropped a frame: %s", event.reason)
+
+    def _answer_decrypt(self, event: ev.DataKeyToDecrypt) -> None:
+        try:
+            if self.faults.kms_decrypt_fail:
+                raise KmsDecryptError("InvalidCiphertextException: ")
+            plaintext = self._decrypt(event.ciphertext_blob, event.encryption_context,
+                                      event.kms_key_id)
+        except Exception as exc:
+            self.dc.reject_data_key(str(exc) or type(exc).__name__)
+            self._dispatch(self.dc.next_events())
+            return
+        self.dc.provide_data_key(plaintext)
+        self._dispatch(self.dc.next_events())
+
+    def _make_plugin(self) -> Plugin:
+        from ssmshell.local.noninteractive import NonInteractivePlugin
+        from ssmshell.local.shell import ShellPlugin
+
+        record = self.record
+        kind = record.session_type
+        if kind == SessionType.PORT:
+            from ssmshell.local.port import PortPlugin
+
+            return PortPlugin(self, record.properties or {}, client_version=self.dc.client_version)
+        if kind == SessionType.NON_INTERACTIVE_COMMANDS:
+            return NonInteractivePlugin(
+                self, self._argv(record.command), separate=bool(record.separate_output_stream),
+                stdout_prefix=getattr(record, "stdout_prefix", "") or "",
+                stderr_prefix=getattr(record, "stderr_prefix", "") or "")
+        if kind == SessionType.INTERACTIVE_COMMANDS and record.command:
+            argv = self._argv(record.command)
+        else:
+            argv = [self.options.shell or os.environ.get("SHELL") or "/bin/sh"]
+        return ShellPlugin(self, argv, initial_delay=self.options.initial_read_delay)
+
+    def _argv(self, command: str | None) -> list[str]:
+        command = command or ""
+        if self.record.target.startswith("ecs:"):
+            # §9.2: in container mode the command is split shell-style and run directly.
+            return shlex.split(command) or ["/bin/sh"]
+        return ["/bin/sh", "-c", command]
+
+    async def _run_plugin(self) -> None:
+        try:
+            self.plugin = self._make_plugin()
+            reason = await self.plugin.run()
+        except Exception as exc:  # a plugin bug must still end the session cleanly
+            log.exception("plugin failed")
+            reason = f"plugin failed: {exc}"
+        await self.finish(reason)
+
+    async def finish(self, reason: str = "") -> None:
+        """End the session: drain ≤ 2 s, send channel_closed, close the websocket (§9.6)."""
+        if self.finished.is_set():
+            return
+        self.finished.set()
+        self._writable.set()
+        self.close_reason = reason
+        if self.plugin is not None:
+            with contextlib.suppress(Exception):
+                await self.plugin.stop()
+        deadline = time.monotonic() + PREPARE_TO_CLOSE
+        while (self.dc.unacked or self.dc.pending) and time.monotonic() < deadline \
+                and self.dc.state is State.OPEN:
+            await self._flush()
+            await asyncio.sleep(0.01)
+        if self._out_link is not None:
+            with contextlib.suppress(Exception):
+                await self._out_link.flush()
+        await self._send_channel_closed(reason)
+        for task in self._tasks:
+            task.cancel()
+        self._on_done(self.session_id)
+
+    async def terminate(self) -> None:
+        """TerminateSession: cancel the plugin and end the session (§13)."""
+        if self.plugin is not None:
+            await self.plugin.stop()
+        await self.finish("")
+
+    async def _send_channel_closed(self, reason: str) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        payload = ChannelClosed(
+            message_id=str(uuid.uuid4()), created_date=str(int(time.time() * 1000)),
+            destination_id=self.record.target, session_id=self.session_id, output=reason,
+        ).to_bytes()
+        short = self.options.short_channel_closed
+        frame = m.Message(
+            m.CHANNEL_CLOSED, 0, 0, uuid.uuid4(), 0, payload, int(time.time() * 1000),
+            header_length=m.SHORT_HEADER_LENGTH if short else m.HEADER_LENGTH,
+        ).encode(nul_padded=short)
+        with contextlib.suppress(Exception):
+            async with self._lock:
+                await ws.send(frame)
+            await ws.close(1000, "session ended")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            frames = self.dc.data_to_send()
+            link = self._out_link
+            if link is not None:
+                for frame in frames:
+                    try:
+                        await link.send(frame)
+                    except Exception:
+                        break  # the reader notices; unacked frames are resent later
+        if self.dc.writable:
+            self._writable.set()
+
+    async def _writer(self) -> None:
+        """Flushes whatever the plugins queued (they call :meth:`send` synchronously)."""
+        while not self.finished.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _timer(self) -> None:
+        """The resend scheduler (§6.5) and the handshake timeouts (§7.6)."""
+        while not self.finished.is_set():
+            deadline = self.dc.next_deadline()
+            delay = RESEND_INTERVAL if deadline is None else max(
+                0.0, min(RESEND_INTERVAL, deadline - time.monotonic()))
+            await asyncio.sleep(delay + 0.001)
+            self.dc.tick()
+            self._dispatch(self.dc.next_events())
+            await self._flush()

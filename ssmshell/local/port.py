@@ -1,0 +1,254 @@
+"""Port sessions on the agent side: basic and smux-server modes (§10).
+
+Mode (§10.2, §11.1): ``type == "LocalPortForwarding"`` and ClientVersion ≥
+1.1.70 → smux v1 server; otherwise basic (one connection at a time; without
+the type it is the SSH flavour, which ends when the destination closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+
+from ssmshell.local.plugin import AgentIO, Plugin
+from ssmshell.protocol.payloads import Flag
+from ssmshell.protocol.smux import SmuxSession, StreamClosed, StreamData, StreamOpened
+from ssmshell.protocol.versions import (
+    MUX_KEEPALIVE_DISABLED_AFTER_CLIENT,
+    MUX_SUPPORTED_CLIENT_VERSION,
+    agent_compare,
+)
+
+LOCAL_PORT_FORWARDING = "LocalPortForwarding"
+READ_SIZE = 1024
+SMUX_READ_SIZE = 32 * 1024
+#: §10.2: the agent's default deny list (the VPC's own addresses are not emulated).
+DENIED_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.169.253", "169.254.169.123", "169.254.169.250",
+    "169.254.169.251", "fd00:ec2::254", "fd00:ec2::253", "fd00:ec2::123", "fd00:ec2::240"))
+
+
+class PortPlugin(Plugin):
+    """Forwards to ``host:portNumber`` (``localhost`` when ``host`` is empty)."""
+
+    def __init__(self, io: AgentIO, properties: dict[str, str], *, client_version: str) -> None:
+        super().__init__(io)
+        self.host = properties.get("host") or "localhost"
+        self.port = int(properties.get("portNumber") or 0)
+        self.lpf = properties.get("type") == LOCAL_PORT_FORWARDING
+        self.mux = self.lpf and agent_compare(client_version, MUX_SUPPORTED_CLIENT_VERSION) >= 0
+        self.keepalive = agent_compare(client_version, MUX_KEEPALIVE_DISABLED_AFTER_CLIENT) <= 0
+        self._done: asyncio.Future[str] | None = None
+        self._addresses: list[tuple[str, int]] = []
+        # basic mode
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._inbound: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # mux mode
+        self._smux: SmuxSession | None = None
+        self._streams: dict[int, asyncio.StreamWriter] = {}
+        self._early: dict[int, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> str:
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return f"Unable to resolve {self.host}: {exc}"
+        for info in infos:
+            address = info[4][0]
+            if ipaddress.ip_address(address.split("%")[0]) in DENIED_ADDRESSES:
+                return f"Forwarding to IP address {self.host} is forbidden."
+            self._addresses.append((address, self.port))
+        self.io.set_ready(True)
+        if self.mux:
+            self._smux = SmuxSession(client=False, keepalive=self.keepalive,
+                                     now=loop.time())
+            self._spawn(self._smux_timer())
+        else:
+            self._spawn(self._basic_writer())
+            if self.lpf:
+                with contextlib.suppress(OSError):
+                    await self._basic_dial()
+        try:
+            return await self._done
+        finally:
+            await self.stop()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _end(self, reason: str = "") -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(reason)
+
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        last: OSError = OSError(f"cannot connect to {self.host}:{self.port}")
+        for address in self._addresses:  # dial the resolved addresses in order (§10.2)
+            try:
+                return await asyncio.open_connection(address[0], address[1])
+            except OSError as exc:
+                last = exc
+        raise last
+
+    # ------------------------------------------------------------------ flags
+
+    def on_flag(self, flag: int) -> None:
+        if flag == Flag.TERMINATE_SESSION:
+            self._end("")  # cancelled by the client (§13)
+        elif flag == Flag.DISCONNECT_TO_PORT and not self.mux:
+            if self.lpf:
+                self._basic_close()  # re-dialled on the next Output (§10.3)
+            else:
+                self._end("the client disconnected from the port")
+
+    def on_input(self, data: bytes) -> None:
+        if self.mux:
+            self._mux_input(data)
+        else:
+            self._inbound.put_nowait(data)
+
+    # ------------------------------------------------------------------ basic mode
+
+    async def _basic_dial(self) -> None:
+        reader, writer = await self._dial()
+        self._conn = (reader, writer)
+        self._spawn(self._basic_reader(reader, writer))
+
+    async def _basic_writer(self) -> None:
+        while True:
+            data = await self._inbound.get()
+            if data is None:
+                return
+            if self._conn is None:
+                try:
+                    await self._basic_dial()
+                except OSError as exc:
+                    if not self.lpf:
+                        self._end(f"Unable to connect to {self.host}:{self.port}: {exc}")
+                        return
+                    continue  # LocalPortForwarding: the data is lost, as with the agent
+            assert self._conn is not None
+            writer = self._conn[1]
+            writer.write(data)
+            with contextlib.suppress(OSError):
+                await writer.drain()
+
+    async def _basic_reader(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await self.io.wait_writable()
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    break
+                self.io.send(data)
+                if self.io.pacing:
+                    await asyncio.sleep(self.io.pacing)
+        except OSError:
+            if not self.lpf:
+                self._end("the connection to the destination failed")
+                return
+        if self._conn is not None and self._conn[1] is writer:
+            self._basic_close()
+        if not self.lpf:
+            self._end("")  # SSH flavour: destination EOF ends the session successfully
+
+    def _basic_close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ mux mode
+
+    def _mux_input(self, data: bytes) -> None:
+        assert self._smux is not None
+        try:
+            events = self._smux.receive_data(data)
+        except Exception as exc:  # SmuxError: the smux session is dead
+            self._end(f"smux protocol error: {exc}")
+            return
+        for event in events:
+            if isinstance(event, StreamOpened):
+                self._early[event.stream_id] = []
+                self._spawn(self._mux_open(event.stream_id))
+            elif isinstance(event, StreamData):
+                writer = self._streams.get(event.stream_id)
+                if writer is not None:
+                    writer.write(event.data)
+                elif event.stream_id in self._early:
+                    self._early[event.stream_id].append(event.data)
+            elif isinstance(event, StreamClosed):
+                self._early.pop(event.stream_id, None)
+                closing = self._streams.pop(event.stream_id, None)
+                if closing is not None:
+                    closing.close()
+        self._mux_flush()
+
+    def _mux_flush(self) -> None:
+        assert self._smux is not None
+        out = self._smux.data_to_send()
+        if out:
+            self.io.send(out)
+
+    async def _mux_open(self, stream_id: int) -> None:
+        assert self._smux is not None
+        try:
+            reader, writer = await self._dial()
+        except OSError:
+            # §10.4: ConnectToPortError as its own message, then FIN the stream.
+            self._early.pop(stream_id, None)
+            self.io.send_flag(Flag.CONNECT_TO_PORT_ERROR)
+            self._smux.close_stream(stream_id)
+            self._mux_flush()
+            return
+        if stream_id not in self._early:  # the client closed it meanwhile
+            writer.close()
+            return
+        for chunk in self._early.pop(stream_id):
+            writer.write(chunk)
+        self._streams[stream_id] = writer
+        try:
+            while True:
+                await self.io.wait_writable()
+                data = await reader.read(SMUX_READ_SIZE)
+                if not data:
+                    break
+                if stream_id not in self._streams:
+                    return
+                self._smux.send(stream_id, data)
+                self._mux_flush()
+        except OSError:
+            pass
+        # The reference relays close the whole stream when either direction ends.
+        if self._streams.pop(stream_id, None) is not None:
+            writer.close()
+            self._smux.close_stream(stream_id)
+            self._mux_flush()
+
+    async def _smux_timer(self) -> None:
+        assert self._smux is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self._smux.tick(loop.time())
+            except Exception as exc:
+                self._end(f"smux session timed out: {exc}")
+                return
+            self._mux_flush()
+
+    async def stop(self) -> None:
+        self._end("")
+        self._inbound.put_nowait(None)
+        self._basic_close()
+        for writer in self._streams.values():
+            writer.close()
+        self._streams.clear()
+        for task in list(self._tasks):
+            task.cancel()

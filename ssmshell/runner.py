@@ -1,0 +1,120 @@
+"""Composition: an AWS session (from :mod:`ssmshell.aws`) run as a session type.
+
+Here the boto3 side and the channel meet: KMS and ResumeSession calls are
+handed to the channel as coroutines (run in threads, so the event loop never
+blocks), signals become cancellation, and every failure becomes a
+:class:`~ssmshell.errors.UserError` with its exit code. On every way out the
+terminal is restored (by the session's ``with Terminal``) and, unless the
+remote side already closed it, the session is terminated on the AWS side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ssmshell.aws.api import Aws, SessionInfo
+from ssmshell.channel import Channel, ChannelError, ChannelOptions, ConnectError, Resumed
+from ssmshell.errors import Exit, UserError
+
+T = TypeVar("T")
+
+
+def notice(line: str) -> None:
+    """One line for the user on stderr (``\\r\\n`` so it also reads right in raw mode)."""
+    end = "\r\n" if sys.stderr.isatty() else "\n"
+    sys.stderr.write(f"ssmshell: {line}{end}" if line else "")
+    sys.stderr.flush()
+
+
+def make_channel(aws: Aws, info: SessionInfo, options: ChannelOptions | None = None,
+                 status: Callable[[str], None] | None = None) -> Channel:
+    """A :class:`Channel` for ``info`` whose KMS and resume calls go through ``aws``."""
+
+    async def data_key(key_id: str, context: dict[str, str]) -> tuple[bytes, bytes]:
+        try:
+            return await asyncio.to_thread(aws.generate_data_key, key_id, context)
+        except UserError as exc:
+            raise ChannelError(exc.message, exc.exit_code) from None
+
+    async def resume() -> Resumed:
+        try:
+            token, url = await asyncio.to_thread(aws.resume_session, info.session_id)
+        except UserError as exc:
+            if exc.exit_code in (Exit.UNREACHABLE, Exit.THROTTLED):
+                raise ConnectError(exc.message) from None  # retryable
+            raise ChannelError(exc.message, exc.exit_code) from None
+        return Resumed(token, url)
+
+    return Channel(info.stream_url, info.token, session_id=info.session_id,
+                   target_id=info.target_id, data_key=data_key, resume=resume,
+                   options=options, status=status or _status_line)
+
+
+def _status_line(line: str) -> None:
+    if line:
+        notice(line)
+
+
+def run_session(aws: Aws, info: SessionInfo,
+                body: Callable[[Channel], Awaitable[int]],
+                options: ChannelOptions | None = None) -> int:
+    """Run ``body(channel)`` to completion with signal handling and cleanup.
+
+    Returns:
+        The session's exit status.
+
+    Raises:
+        UserError: the session failed; the terminal is already restored.
+    """
+    return asyncio.run(_run(aws, info, body, options))
+
+
+async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[int]],
+               options: ChannelOptions | None) -> int:
+    loop = asyncio.get_running_loop()
+    channel = make_channel(aws, info, options)
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    handled = [] if sys.platform == "win32" else [signal.SIGTERM, signal.SIGHUP]
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await body(channel)
+    except asyncio.CancelledError:
+        if received:
+            raise UserError(f"terminated by signal {signal.Signals(received[0]).name}",
+                            128 + received[0]) from None
+        raise
+    except ConnectError as exc:
+        raise UserError(str(exc), Exit.UNREACHABLE) from None
+    except ChannelError as exc:
+        raise UserError(str(exc), exc.exit_code or _exit_for(str(exc))) from None
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+        if channel.closed_reason is None:
+            # We are leaving without channel_closed: end the session on the AWS side too.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(aws.terminate_session,
+                                                         info.session_id), 3)
+        await channel.close()
+
+
+def _exit_for(message: str) -> int:
+    lowered = message.lower()
+    if any(word in lowered for word in ("kms", "data key", "challenge", "ciphertext")):
+        return Exit.KMS_FAILED
+    if "resume" in lowered or "connection" in lowered:
+        return Exit.CONNECTION_LOST
+    return Exit.PROTOCOL

@@ -1,0 +1,1 @@
+"""Session types on top of a :class:`~ssmshell.channel.Channel`: shell, command, ports, stdio."""
