@@ -110,10 +110,12 @@ class AgentSession:
         self._plugin_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_at = 0.0
-        self.finished = asyncio.Event()
+        self.finished = asyncio.Event()  # ending: draining, then channel_closed
+        self.ended = asyncio.Event()  # channel_closed sent (or nobody to send it to)
         self.close_reason: str | None = None
         self.connections = 0
         self.frames_to_client = 0
+        self._highest_delivered = -1
 
     # ------------------------------------------------------------------ AgentIO
 
@@ -157,8 +159,11 @@ class AgentSession:
     # ------------------------------------------------------------------ websockets
 
     async def attach(self, ws: Any) -> None:
-        """Serve one websocket of the client until it closes or the session ends."""
-        if self.finished.is_set():
+        """Serve one websocket of the client until it closes or the session ends.
+
+        A client may come back (ResumeSession) while the session drains at its
+        end: it then gets the unacked output and the channel_closed."""
+        if self.ended.is_set():
             await ws.close(1000, "session ended")
             return
         old = self.ws
@@ -168,14 +173,26 @@ class AgentSession:
         self.ws = ws
         self.connections += 1
         frames_this_connection = 0
+        fresh_this_connection = 0
 
         async def deliver(frame: bytes) -> None:
-            nonlocal frames_this_connection
+            nonlocal frames_this_connection, fresh_this_connection
             if self.ws is not ws:
                 return
             await ws.send(frame)
             frames_this_connection += 1
             self.frames_to_client += 1
+            if self.faults.cut_every is not None:
+                # Counted in fresh output messages, so that every connection makes
+                # progress however large the resend burst after a reconnect is.
+                seq = int.from_bytes(frame[48:56], "big") if len(frame) > 56 else -1
+                if frame[4:36].rstrip(b" \0") == b"output_stream_data" and \
+                        seq > self._highest_delivered:
+                    self._highest_delivered = seq
+                    fresh_this_connection += 1
+                    if fresh_this_connection == self.faults.cut_every:
+                        ws.transport.abort()
+                return
             await self._maybe_cut(ws, frames_this_connection)
 
         self._out_link = FaultyLink(self.faults, deliver, self.rng)
@@ -201,8 +218,7 @@ class AgentSession:
         f = self.faults
         if f.bye_after is not None and count == f.bye_after and self.connections == 1:
             await ws.close(1000, "Bye")  # the hourly close: no channel_closed
-        elif (f.cut_every is not None and count == f.cut_every) or (
-                f.cut_after is not None and count == f.cut_after and self.connections == 1):
+        elif f.cut_after is not None and count == f.cut_after and self.connections == 1:
             ws.transport.abort()
 
     # ------------------------------------------------------------------ session
@@ -267,7 +283,8 @@ class AgentSession:
         if kind == SessionType.PORT:
             from ssmshell.local.port import PortPlugin
 
-            return PortPlugin(self, record.properties or {}, client_version=self.dc.client_version)
+            return PortPlugin(self, record.properties or {}, client_version=self.dc.client_version,
+                              agent_version=self.options.agent_version)
         if kind == SessionType.NON_INTERACTIVE_COMMANDS:
             return NonInteractivePlugin(
                 self, self._argv(record.command), separate=bool(record.separate_output_stream),
@@ -305,7 +322,10 @@ class AgentSession:
         if self.plugin is not None:
             with contextlib.suppress(Exception):
                 await self.plugin.stop()
-        deadline = time.monotonic() + PREPARE_TO_CLOSE
+        # The real agent drains for 2 s; a link that loses frames on purpose (tests)
+        # needs longer, or the end of the stream would be lost to the fault injection.
+        drain = PREPARE_TO_CLOSE * (15 if self.faults.touches_frames else 1)
+        deadline = time.monotonic() + drain
         while (self.dc.unacked or self.dc.pending) and time.monotonic() < deadline \
                 and self.dc.state is State.OPEN:
             await self._flush()
@@ -314,6 +334,7 @@ class AgentSession:
             with contextlib.suppress(Exception):
                 await self._out_link.flush()
         await self._send_channel_closed(reason)
+        self.ended.set()
         for task in self._tasks:
             task.cancel()
         self._on_done(self.session_id)
@@ -362,14 +383,14 @@ class AgentSession:
 
     async def _writer(self) -> None:
         """Flushes whatever the plugins queued (they call :meth:`send` synchronously)."""
-        while not self.finished.is_set():
+        while True:  # runs through finish()'s drain; finish() cancels it
             await self._wake.wait()
             self._wake.clear()
             await self._flush()
 
     async def _timer(self) -> None:
         """The resend scheduler (§6.5) and the handshake timeouts (§7.6)."""
-        while not self.finished.is_set():
+        while True:  # runs through finish()'s drain; finish() cancels it
             deadline = self.dc.next_deadline()
             delay = RESEND_INTERVAL if deadline is None else max(
                 0.0, min(RESEND_INTERVAL, deadline - time.monotonic()))

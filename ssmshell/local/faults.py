@@ -26,7 +26,8 @@ class Faults:
         corrupt_digest: flip a payload byte without fixing the digest.
         cut_after: close the client's websocket after this many agent→client frames
             (once per connection; abrupt, code 1006) — then the client must resume.
-        cut_every: like ``cut_after`` but on every connection.
+        cut_every: abort every connection after this many *new* output messages
+            (resends and acks do not count, so each connection makes progress).
         bye_after: like ``cut_after`` but a clean close 1000 "Bye" without
             channel_closed (the hourly-close pattern).
         kms_decrypt_fail: the agent's KMS Decrypt fails (InvalidCiphertextException).

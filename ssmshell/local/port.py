@@ -18,7 +18,9 @@ from ssmshell.protocol.smux import SmuxSession, StreamClosed, StreamData, Stream
 from ssmshell.protocol.versions import (
     MUX_KEEPALIVE_DISABLED_AFTER_CLIENT,
     MUX_SUPPORTED_CLIENT_VERSION,
+    TCP_MULTIPLEXING_AFTER,
     agent_compare,
+    plugin_greater,
 )
 
 LOCAL_PORT_FORWARDING = "LocalPortForwarding"
@@ -33,12 +35,15 @@ DENIED_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
 class PortPlugin(Plugin):
     """Forwards to ``host:portNumber`` (``localhost`` when ``host`` is empty)."""
 
-    def __init__(self, io: AgentIO, properties: dict[str, str], *, client_version: str) -> None:
+    def __init__(self, io: AgentIO, properties: dict[str, str], *, client_version: str,
+                 agent_version: str = "3.3.1142.0") -> None:
         super().__init__(io)
         self.host = properties.get("host") or "localhost"
         self.port = int(properties.get("portNumber") or 0)
         self.lpf = properties.get("type") == LOCAL_PORT_FORWARDING
-        self.mux = self.lpf and agent_compare(client_version, MUX_SUPPORTED_CLIENT_VERSION) >= 0
+        # An agent older than smux (3.0.196.0) has only basic mode, whatever the client.
+        self.mux = (self.lpf and plugin_greater(agent_version, TCP_MULTIPLEXING_AFTER)
+                    and agent_compare(client_version, MUX_SUPPORTED_CLIENT_VERSION) >= 0)
         self.keepalive = agent_compare(client_version, MUX_KEEPALIVE_DISABLED_AFTER_CLIENT) <= 0
         self._done: asyncio.Future[str] | None = None
         self._addresses: list[tuple[str, int]] = []

@@ -1,0 +1,369 @@
+"""The local Session Manager driven by plain boto3 and the protocol core's client role.
+
+Everything is real: boto3 over HTTP to the local endpoints, websockets on
+loopback, the agent emulator running PTYs, commands and TCP connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from ssmshell.aws.api import Aws, SessionInfo
+from ssmshell.channel import Channel, ChannelError, ChannelOptions
+from ssmshell.local.faults import Faults
+from ssmshell.local.server import LocalSessionManager
+from ssmshell.protocol import events as ev
+from ssmshell.protocol.payloads import PayloadType
+from ssmshell.runner import make_channel
+from ssmshell.sessions.ports import Listen, PortSession
+
+INSTANCE = "i-0123456789abcdef0"
+TIMEOUT = 30
+
+
+def client(sm: LocalSessionManager, service: str) -> Any:
+    env = sm.client_env()
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=sm.region,
+    ).client(service, endpoint_url=sm.endpoint_url, config=Config(retries={"max_attempts": 1}))
+
+
+def aws_for(sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    for key, value in sm.client_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return Aws(region=sm.region, endpoint_url=sm.endpoint_url)
+
+
+def start(sm: LocalSessionManager, document: str | None = None,
+          parameters: dict[str, list[str]] | None = None) -> SessionInfo:
+    params: dict[str, Any] = {"Target": INSTANCE}
+    if document:
+        params["DocumentName"] = document
+    if parameters:
+        params["Parameters"] = parameters
+    out = client(sm, "ssm").start_session(**params)
+    return SessionInfo(out["SessionId"], out["StreamUrl"], out["TokenValue"], INSTANCE)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+async def collect(channel: Channel, on_start: Callable[[], Awaitable[None]] | None = None,
+                  ) -> dict[str, Any]:
+    """Open, run to channel_closed, return what arrived."""
+    out: dict[str, Any] = {"stdout": b"", "stderr": b"", "exit": None, "started": None,
+                           "closed": None}
+    await channel.open()
+    try:
+        async for event in channel.events():
+            if isinstance(event, ev.SessionStarted):
+                out["started"] = event
+                if on_start is not None:
+                    await on_start()
+            elif isinstance(event, ev.StreamData):
+                key = "stderr" if event.payload_type == PayloadType.STDERR else "stdout"
+                out[key] += event.data
+            elif isinstance(event, ev.ExitCode):
+                out["exit"] = event.code
+            elif isinstance(event, ev.ChannelClosed):
+                out["closed"] = event
+    finally:
+        await channel.close()
+    return out
+
+
+# ---------------------------------------------------------------------------- shells
+
+
+@pytest.mark.parametrize("kms", [True, False], ids=["kms", "plain"])
+def test_shell_round_trip(local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch,
+                          kms: bool) -> None:
+    if not kms:
+        local_sm.config.session_kms_key_id = None
+    aws = aws_for(local_sm, monkeypatch)
+    channel = make_channel(aws, start(local_sm))
+
+    async def typed() -> None:
+        await channel.send_size(100, 30)
+        await channel.send_output(b"stty size; echo sum=$((40+2)); exit\r")
+
+    out = run(collect(channel, typed))
+    assert out["started"].encrypted is kms
+    assert out["started"].handshake is kms  # §7.1: no handshake for a plain shell
+    assert b"30 100" in out["stdout"]
+    assert b"sum=42" in out["stdout"]
+    assert out["closed"] is not None and out["closed"].output == ""
+    if kms:
+        assert out["started"].customer_message == "This session is encrypted using AWS KMS."
+
+
+def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = aws_for(local_sm, monkeypatch)
+    info = start(local_sm, "SSMShell-NonInteractiveCommand",
+                 {"command": ["echo to-stdout; echo to-stderr >&2; exit 7"]})
+    out = run(collect(make_channel(aws, info)))
+    assert out["stdout"] == b"to-stdout\n"
+    assert out["stderr"] == b"to-stderr\n"
+    assert out["exit"] == 7
+    assert out["started"].session_type == "NonInteractiveCommands"
+
+
+def test_noninteractive_merged_without_separate_streams(local_sm: LocalSessionManager,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = aws_for(local_sm, monkeypatch)
+    info = start(local_sm, "AWS-StartNonInteractiveCommand",
+                 {"command": ["echo a; echo b >&2; exit 3"]})
+    out = run(collect(make_channel(aws, info)))
+    assert out["stdout"] == b"a\nb\n"
+    assert out["stderr"] == b""
+    assert out["exit"] is None  # §20.4: no exit code without separate streams
+
+
+def test_exec_session_uses_the_ecs_target_id(local_sm: LocalSessionManager,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = aws_for(local_sm, monkeypatch)
+    from ssmshell.aws.targets import resolve_ecs
+
+    target = resolve_ecs(aws, "demo", "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "app")
+    assert target.target_id == ("ecs:demo_0a1b2c3d4e5f60718293a4b5c6d7e8f9_"
+                                "0a1b2c3d4e5f60718293a4b5c6d7e8f9-1234567890")
+    info = aws.execute_command(target.cluster_arn, target.task_arn, "app",
+                               "/bin/sh -c 'echo in-container'", target.target_id)
+    out = run(collect(make_channel(aws, info)))
+    assert out["started"].encrypted  # the demo cluster has a KMS key
+    assert b"in-container" in out["stdout"]
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_token_is_single_use(local_sm: LocalSessionManager,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = aws_for(local_sm, monkeypatch)
+    info = start(local_sm, "SSMShell-NonInteractiveCommand", {"command": ["sleep 1; echo ok"]})
+
+    async def twice() -> tuple[dict[str, Any], BaseException | None]:
+        first = make_channel(aws, info)
+        task = asyncio.create_task(collect(first))
+        await asyncio.sleep(0.3)
+        second = Channel(info.stream_url, info.token, session_id=info.session_id,
+                         target_id=INSTANCE, resume=None)
+        error = None
+        try:
+            await collect(second)
+        except ChannelError as exc:
+            error = exc
+        return await task, error
+
+    out, error = run(twice())
+    assert out["stdout"] == b"ok\n"
+    assert error is not None  # the replayed token's socket was closed at once
+    assert local_sm.gateway.rejected == 1
+
+
+def test_kms_context_mismatch_is_rejected(local_sm: LocalSessionManager,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = aws_for(local_sm, monkeypatch)
+    good = start(local_sm)
+    wrong = SessionInfo(good.session_id, good.stream_url, good.token, "i-0fedcba9876543210")
+    with pytest.raises(ChannelError, match="InvalidCiphertextException"):
+        run(collect_shell_failure(make_channel(aws, wrong)))
+
+
+async def collect_shell_failure(channel: Channel) -> None:
+    from ssmshell.sessions.shell import ShellSession
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        await ShellSession(channel, stdin=devnull, stdout=devnull, stderr=devnull).run()
+    finally:
+        os.close(devnull)
+        await channel.close()
+
+
+def test_required_random_challenge(local_sm: LocalSessionManager,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    local_sm.gateway.options.require_kms_challenge = True
+    aws = aws_for(local_sm, monkeypatch)
+    refusing = make_channel(aws, start(local_sm), ChannelOptions(kms_challenge=False))
+    with pytest.raises(ChannelError, match="random challenge"):
+        run(collect_shell_failure(refusing))
+    accepting = make_channel(aws, start(local_sm))
+
+    async def bye() -> None:
+        await accepting.send_output(b"exit\r")
+
+    assert run(collect(accepting, bye))["started"].encrypted
+
+
+def test_kms_decrypt_failure_fault(local_sm: LocalSessionManager,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = aws_for(local_sm, monkeypatch)
+    local_sm.default_faults = Faults(kms_decrypt_fail=True)
+    with pytest.raises(ChannelError, match="Fetching data key failed"):
+        run(collect_shell_failure(make_channel(aws, start(local_sm))))
+
+
+# ---------------------------------------------------------------------------- ports
+
+
+async def echo_server() -> tuple[asyncio.AbstractServer, int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def forward_and_echo(sm: LocalSessionManager, aws: Aws, payloads: list[bytes],
+                           port: int | None = None) -> tuple[list[bytes], PortSession]:
+    """Forward a local port to an echo server through a port session; send each
+    payload on its own connection (all at once) and return what came back."""
+    server, echo_port = await echo_server()
+    info = await asyncio.to_thread(start, sm, "AWS-StartPortForwardingSession",
+                                   {"portNumber": [str(port or echo_port)]})
+    bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    session = PortSession(make_channel(aws, info), Listen("127.0.0.1", 0),
+                          on_ready=bound.set_result)
+    task = asyncio.create_task(session.run())
+    try:
+        where = await bound
+        local_port = int(where.rsplit(":", 1)[1])
+
+        async def one(data: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
+            writer.write(data)
+            await writer.drain()
+            got = b""
+            while len(got) < len(data):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                got += chunk
+            writer.close()
+            return got
+
+        results = await asyncio.gather(*(one(p) for p in payloads))
+        await session.terminate()
+        return list(results), session
+    finally:
+        task.cancel()
+        server.close()
+
+
+@pytest.mark.parametrize("agent_version,mux", [("3.3.1142.0", True), ("3.0.100.0", False)],
+                         ids=["smux", "basic"])
+def test_port_forward_to_echo_server(local_sm: LocalSessionManager,
+                                     monkeypatch: pytest.MonkeyPatch, agent_version: str,
+                                     mux: bool) -> None:
+    local_sm.gateway.options.agent_version = agent_version
+    aws = aws_for(local_sm, monkeypatch)
+    payloads = [os.urandom(200_000)] if not mux else [os.urandom(n) for n in
+                                                      (1, 5000, 100_000, 300_000)]
+    results, session = run(forward_and_echo(local_sm, aws, payloads))
+    assert session.mux is mux
+    assert [hashlib.sha256(r).hexdigest() for r in results] == [
+        hashlib.sha256(p).hexdigest() for p in payloads]
+
+
+def test_port_connect_error_is_per_connection(local_sm: LocalSessionManager,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    aws = aws_for(local_sm, monkeypatch)
+    results, session = run(forward_and_echo(local_sm, aws, [b"x", b"y"], port=closed_port))
+    assert results == [b"", b""]
+    assert session.failed_connections == 2
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def big_command(size: int) -> tuple[str, bytes]:
+    """A command whose stdout is ``size`` deterministic bytes, and those bytes."""
+    command = f"head -c {size} /dev/zero | tr '\\0' 'x'; echo end"
+    return command, b"x" * size + b"end\n"
+
+
+@pytest.mark.parametrize("faults", [
+    Faults(drop=0.05, seed=1),
+    Faults(duplicate=0.1, seed=2),
+    Faults(reorder=0.1, seed=3),
+    Faults(delay=0.02, seed=4),
+    Faults(corrupt_digest=0.05, seed=5),
+    Faults(cut_after=40, seed=6),
+    Faults(bye_after=40, seed=7),
+    Faults(drop=0.03, duplicate=0.03, reorder=0.03, delay=0.01, corrupt_digest=0.02, seed=8),
+], ids=["drop", "duplicate", "reorder", "delay", "corrupt", "cut", "bye", "all"])
+def test_output_exact_under_faults(local_sm: LocalSessionManager,
+                                   monkeypatch: pytest.MonkeyPatch, faults: Faults) -> None:
+    local_sm.default_faults = faults
+    aws = aws_for(local_sm, monkeypatch)
+    command, expected = big_command(150_000)
+    info = start(local_sm, "SSMShell-NonInteractiveCommand", {"command": [command]})
+    channel = make_channel(aws, info)
+    out = run(collect(channel))
+    assert out["stdout"] == expected
+    assert out["exit"] == 0
+    if faults.cut_after or faults.bye_after:
+        assert channel.resumes >= 1
+
+
+@pytest.mark.parametrize("faults", [
+    Faults(drop=0.05, duplicate=0.05, reorder=0.05, seed=11),
+    Faults(cut_every=100, seed=12),  # every connection cut after 100 new output messages
+    Faults(ready_delay=1.5),
+], ids=["lossy", "cuts", "agent-not-ready"])
+def test_input_exact_under_faults(local_sm: LocalSessionManager,
+                                  monkeypatch: pytest.MonkeyPatch, faults: Faults) -> None:
+    """Client→agent bytes through a smux port session, and back, byte for byte."""
+    local_sm.default_faults = faults
+    aws = aws_for(local_sm, monkeypatch)
+    payload = os.urandom(600_000)
+    results, session = run(forward_and_echo(local_sm, aws, [payload]))
+    assert hashlib.sha256(results[0]).hexdigest() == hashlib.sha256(payload).hexdigest()
+    if faults.cut_every:
+        assert session.channel.resumes >= 3
+
+
+def test_fifty_concurrent_shell_sessions(local_sm: LocalSessionManager,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    local_sm.config.session_kms_key_id = None
+    aws = aws_for(local_sm, monkeypatch)
+    infos = [start(local_sm) for _ in range(50)]
+
+    async def one(n: int, info: SessionInfo) -> bytes:
+        channel = make_channel(aws, info)
+
+        async def typed() -> None:
+            await channel.send_output(f"echo tag-$(({n}*3)); exit\r".encode())
+
+        return (await collect(channel, typed))["stdout"]
+
+    async def all_of_them() -> list[bytes]:
+        return await asyncio.gather(*(one(n, info) for n, info in enumerate(infos)))
+
+    outputs = run(all_of_them())
+    for n, output in enumerate(outputs):
+        assert f"tag-{n * 3}\r\n".encode() in output
