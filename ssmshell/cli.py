@@ -63,10 +63,42 @@ def _aws(profile: str | None, region: str | None, endpoint_url: str | None,
     return Aws(profile=profile, region=region, endpoint_url=endpoint_url)
 
 
+def _chooser(kind: str) -> Any:
+    """The picker when a person is at a terminal, else a clear error listing candidates."""
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        from ssmshell.picker import interactive_chooser
+
+        return interactive_chooser()
+    from ssmshell.aws.targets import non_interactive_chooser
+
+    return non_interactive_chooser(kind)
+
+
+def _instance(aws: Any, target: str | None) -> str:
+    """Resolve TARGET (id, Name tag, IP, DNS name, or nothing → picker) to an instance id."""
+    from ssmshell.aws.targets import resolve_instance
+
+    return resolve_instance(aws, target, _chooser("an instance id"))
+
+
 def _channel_options(debug: bool) -> Any:
+    """Channel tunables; ``SSMSHELL_CONNECT_TIMEOUT`` and ``SSMSHELL_RESUME_BUDGET``
+    (seconds) override the websocket open timeout and the total time spent resuming."""
+    import os
+
     from ssmshell.channel import ChannelOptions
 
-    return ChannelOptions(debug=debug)
+    options = ChannelOptions(debug=debug)
+    for name, attr in (("SSMSHELL_CONNECT_TIMEOUT", "open_timeout"),
+                       ("SSMSHELL_RESUME_BUDGET", "resume_budget")):
+        value = os.environ.get(name)
+        if value:
+            try:
+                setattr(options, attr, float(value))
+            except ValueError:
+                raise UserError(f"{name} must be a number of seconds, not {value!r}",
+                                Exit.USAGE) from None
+    return options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +108,7 @@ def cli() -> None:
 
 
 @cli.command("start-session")
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option("--document-name", metavar="DOC", help="Session document "
               "(default SSM-SessionManagerRunShell).")
 @click.option("--parameters", metavar="JSON", help='Document parameters, e.g. '
@@ -84,33 +116,46 @@ def cli() -> None:
 @click.option("--reason", metavar="TEXT", help="Reason recorded with the session.")
 @aws_options
 @handle_errors
-def start_session(target: str, document_name: str | None, parameters: str | None,
+def start_session(target: str | None, document_name: str | None, parameters: str | None,
                   reason: str | None, profile: str | None, region: str | None,
                   endpoint_url: str | None, debug: bool) -> None:
-    """Open an interactive shell on an EC2 instance or managed node."""
+    """Open an interactive shell on an EC2 instance or managed node.
+
+    TARGET is an instance id (i-…, mi-…), a Name tag, a private or public IP or DNS
+    name; several matches or none given → a picker (or, without a terminal, a list).
+    """
     from ssmshell.aws.api import parse_parameters
 
-    aws = _aws(profile, region, endpoint_url, debug)
     params = parse_parameters(parameters)
-    info = aws.start_session(target, document_name, params, reason)
+    aws = _aws(profile, region, endpoint_url, debug)
+    info = aws.start_session(_instance(aws, target), document_name, params, reason)
     sys.exit(_run_shell(aws, info, debug))
 
 
 @cli.command("exec")
-@click.option("--cluster", required=True, metavar="CLUSTER", help="Cluster name or ARN.")
-@click.option("--task", required=True, metavar="TASK", help="Task id or ARN.")
+@click.option("--cluster", metavar="CLUSTER", help="Cluster name or ARN (default: pick).")
+@click.option("--task", metavar="TASK", help="Task id or ARN (default: pick).")
+@click.option("--service", metavar="SERVICE", help="Pick a running task of this service.")
 @click.option("--container", metavar="NAME", help="Container (needed if the task has several).")
 @click.option("--command", "command", default="/bin/sh", show_default=True,
               help="Command to run interactively.")
 @aws_options
 @handle_errors
-def exec_(cluster: str, task: str, container: str | None, command: str, profile: str | None,
-          region: str | None, endpoint_url: str | None, debug: bool) -> None:
-    """Open an interactive command in an ECS container (ECS Exec)."""
+def exec_(cluster: str | None, task: str | None, service: str | None, container: str | None,
+          command: str, profile: str | None, region: str | None, endpoint_url: str | None,
+          debug: bool) -> None:
+    """Open an interactive command in an ECS container (ECS Exec).
+
+    A missing --cluster, --task (or --service's task) or --container is picked
+    interactively on a terminal; without one, the candidates are listed.
+    """
     from ssmshell.aws.targets import resolve_ecs
 
+    if task and service:
+        raise UserError("give --task or --service, not both", Exit.USAGE)
     aws = _aws(profile, region, endpoint_url, debug)
-    target = resolve_ecs(aws, cluster, task, container)
+    target = resolve_ecs(aws, cluster, task, container, _chooser("--cluster/--task/--container"),
+                         service=service)
     info = aws.execute_command(target.cluster_arn, target.task_arn, target.container_name,
                                command, target.target_id)
     sys.exit(_run_shell(aws, info, debug))
@@ -151,7 +196,7 @@ def run(target: str, command: tuple[str, ...], document_name: str, profile: str 
 
     aws = _aws(profile, region, endpoint_url, debug)
     line = shlex.join(command) if len(command) > 1 else command[0]
-    info = aws.start_session(target, document_name, {"command": [line]})
+    info = aws.start_session(_instance(aws, target), document_name, {"command": [line]})
 
     async def body(channel: Any) -> int:
         code = await CommandSession(channel, notice=notice).run()
@@ -210,6 +255,7 @@ def port_forward(target: str, forwards: tuple[str, ...], profile: str | None,
 
     specs = [_parse_forward(spec) for spec in forwards]
     aws = _aws(profile, region, endpoint_url, debug)
+    target = _instance(aws, target)
     infos = []
     for listen, host, port in specs:
         params = {"portNumber": [port], "localPortNumber": [str(listen.port)]}
@@ -258,7 +304,8 @@ def proxy(target: str, port: int, profile: str | None, region: str | None,
     from ssmshell.sessions.proxy import StdioSession
 
     aws = _aws(profile, region, endpoint_url, debug)
-    info = aws.start_session(target, "AWS-StartSSHSession", {"portNumber": [str(port)]})
+    info = aws.start_session(_instance(aws, target), "AWS-StartSSHSession",
+                             {"portNumber": [str(port)]})
 
     async def body(channel: Any) -> int:
         return await StdioSession(channel, notice=notice).run()

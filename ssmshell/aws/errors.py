@@ -44,8 +44,8 @@ def translate(exc: BaseException, action: str, profile: str | None = None) -> Us
         "SSOTokenLoadError", "UnauthorizedSSOTokenError", "TokenRetrievalError",
         "SSOError") if hasattr(bex, name))
     if isinstance(exc, sso_errors):
-        return UserError("the AWS SSO session has expired or is missing: run 'aws sso login'"
-                         + _profile_hint(profile), Exit.SSO_EXPIRED)
+        return UserError("the AWS SSO session has expired or is missing: run 'aws sso login"
+                         + _profile_hint(profile) + "'", Exit.SSO_EXPIRED)
     if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError,
                         bex.ReadTimeoutError, bex.ConnectionClosedError)):
         return UserError(f"cannot reach the AWS endpoint for {action}: {_first_line(exc)}",

@@ -49,11 +49,15 @@ class Gateway:
         self._server: Any = None
         self.port = 0
         self.host = "127.0.0.1"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         registry.add_terminate_listener(self._on_terminate)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port."""
         from websockets.asyncio.server import serve
+
+        self._loop = asyncio.get_running_loop()
 
         self._server = await serve(
             self._handler, host, port, compression=None, max_size=None,
@@ -79,8 +83,15 @@ class Gateway:
 
     def _on_terminate(self, session_id: str) -> None:
         session = self.sessions.get(session_id)
-        if session is not None and not session.finished.is_set():
-            asyncio.get_running_loop().create_task(session.terminate())
+        if session is None or session.finished.is_set() or self._loop is None:
+            return
+        # The API may be called on another thread (tests poking at the registry).
+        self._loop.call_soon_threadsafe(lambda: self._spawn(session.terminate()))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _handler(self, ws: Any) -> None:
         match = _PATH.match(ws.request.path)

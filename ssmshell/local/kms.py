@@ -73,6 +73,9 @@ class LocalKms:
     def __init__(self, config: LocalConfig) -> None:
         self.config = config
         self.fail_decrypt = False
+        #: Tests set this to collect every plaintext data key, to prove none leaks.
+        self.keep_data_keys = False
+        self.issued_data_keys: list[bytes] = []
         self.calls: list[KmsCall] = []
         self._secrets: dict[str, bytes] = {}
 
@@ -171,6 +174,8 @@ class LocalKms:
                            "value between 1 and 1024")
         self.calls.append(KmsCall("GenerateDataKey", key.key_id, context))
         plaintext = os.urandom(number_of_bytes)
+        if self.keep_data_keys:
+            self.issued_data_keys.append(plaintext)
         nonce = os.urandom(_NONCE_SIZE)
         kid = key.key_id.encode("ascii")
         sealed = AESGCM(self._secret(key)).encrypt(nonce, plaintext, self._aad(kid, context))

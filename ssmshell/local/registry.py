@@ -105,6 +105,10 @@ class Registry:
         self._terminate_listeners: list[Callable[[str], None]] = []
         #: How many tokens were handed out (StartSession, ExecuteCommand, ResumeSession).
         self.tokens_issued = 0
+        #: Every token handed out, when a test asks for it (``keep_tokens = True``) to prove
+        #: they never leak; off by default so a long-running server keeps none.
+        self.keep_tokens = False
+        self.issued_tokens: list[str] = []
 
     def __len__(self) -> int:
         return len(self._records)
@@ -157,6 +161,8 @@ class Registry:
     def _issue(self, record: SessionRecord) -> str:
         record.token = secrets.token_urlsafe(48)
         self.tokens_issued += 1
+        if self.keep_tokens:
+            self.issued_tokens.append(record.token)
         return record.token
 
     def get(self, session_id: str) -> SessionRecord | None:

@@ -21,6 +21,10 @@ from ssmshell.tty import Terminal, terminal_size
 
 #: Sent on end of piped input so the remote shell sees end-of-file (Ctrl-D).
 EOT = b"\x04"
+#: After piped input ends: send EOT again whenever the remote side was quiet this long.
+EOF_QUIET = 1.0
+#: ... at most this many times in all.
+EOF_TRIES = 3
 
 
 class ShellSession:
@@ -44,6 +48,7 @@ class ShellSession:
         self.close_reason: str | None = None
         self._started = False
         self._pump: asyncio.Task[None] | None = None
+        self._last_output = 0.0
 
     async def run(self) -> int:
         """Run the session until the remote side closes it.
@@ -72,11 +77,15 @@ class ShellSession:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await self._pump
         if self.close_reason:
-            self.notice(f"session closed by the remote side: {self.close_reason}")
+            self.notice(f"session {self.channel.session_id} closed by the remote side: "
+                        f"{self.close_reason}")
+        elif self.terminal.is_tty:
+            self.notice(f"session {self.channel.session_id} ended")
         return self.exit_code or 0
 
     async def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.StreamData):
+            self._last_output = asyncio.get_running_loop().time()
             fd = self.stderr if event.payload_type == PayloadType.STDERR else self.stdout
             await write_all(fd, event.data)
         elif isinstance(event, ev.SessionStarted):
@@ -109,8 +118,25 @@ class ShellSession:
         while True:
             data = await reader.read()
             if not data:
-                # Piped input ended: pass end-of-file on to the remote shell.
                 if not self.terminal.is_tty:
-                    await self.channel.send_output(EOT)
+                    await self._end_of_input()
                 return
             await self.channel.send_output(data)
+
+    async def _end_of_input(self) -> None:
+        """Piped input ended: pass end-of-file on as Ctrl-D (EOT).
+
+        A remote shell may not have been reading yet when the first EOT arrived (a
+        shell that switches its terminal to raw mode discards a pending EOF), so
+        EOT is sent again each time the remote side has been quiet for
+        :data:`EOF_QUIET` seconds, :data:`EOF_TRIES` times in all.
+        """
+        loop = asyncio.get_running_loop()
+        for _ in range(EOF_TRIES):
+            await self.channel.send_output(EOT)
+            sent = loop.time()
+            while True:
+                quiet_for = loop.time() - max(sent, self._last_output)
+                if quiet_for >= EOF_QUIET:
+                    break
+                await asyncio.sleep(EOF_QUIET - quiet_for)
