@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from ssmshell import __version__
+from ssmshell.aws.documents import COMMAND_DOCUMENT
 from ssmshell.errors import Exit, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +49,10 @@ def handle_errors(func: F) -> F:
             sys.exit(Exit.INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+#: What ``exec`` runs when no --command is given.
+DEFAULT_SHELL = "/bin/sh"
 
 
 def _aws(profile: str | None, region: str | None, endpoint_url: str | None,
@@ -137,13 +142,19 @@ def start_session(target: str | None, document_name: str | None, parameters: str
 @click.option("--task", metavar="TASK", help="Task id or ARN (default: pick).")
 @click.option("--service", metavar="SERVICE", help="Pick a running task of this service.")
 @click.option("--container", metavar="NAME", help="Container (needed if the task has several).")
-@click.option("--command", "command", default="/bin/sh", show_default=True,
-              help="Command to run interactively.")
+@click.option("--command", "command", default=None,
+              help="Command to run (default: an interactive /bin/sh). Without a terminal "
+                   "(or with --no-tty) it runs non-interactively and ssmshell exits with "
+                   "its exit status.")
+@click.option("--no-tty", is_flag=True, help="Run --command non-interactively even on a "
+              "terminal: output to stdout, its exit status as ssmshell's.")
+@click.option("-n", "--no-stdin", is_flag=True,
+              help="With --command and no terminal: do not send stdin to the command.")
 @aws_options
 @handle_errors
 def exec_(cluster: str | None, task: str | None, service: str | None, container: str | None,
-          command: str, profile: str | None, region: str | None, endpoint_url: str | None,
-          debug: bool) -> None:
+          command: str | None, no_tty: bool, no_stdin: bool, profile: str | None,
+          region: str | None, endpoint_url: str | None, debug: bool) -> None:
     """Open an interactive command in an ECS container (ECS Exec).
 
     A missing --cluster, --task (or --service's task) or --container is picked
@@ -156,8 +167,10 @@ def exec_(cluster: str | None, task: str | None, service: str | None, container:
     aws = _aws(profile, region, endpoint_url, debug)
     target = resolve_ecs(aws, cluster, task, container, _chooser("--cluster/--task/--container"),
                          service=service)
+    if command is not None and (no_tty or not sys.stdin.isatty()):
+        sys.exit(_marker_run(aws, command, _read_stdin(no_stdin), debug, ecs=target))
     info = aws.execute_command(target.cluster_arn, target.task_arn, target.container_name,
-                               command, target.target_id)
+                               command or DEFAULT_SHELL, target.target_id)
     sys.exit(_run_shell(aws, info, debug))
 
 
@@ -171,41 +184,139 @@ def _run_shell(aws: Any, info: Any, debug: bool) -> int:
     return run_session(aws, info, body, _channel_options(debug))
 
 
-#: ssmshell's own session document (NonInteractiveCommands, separateOutputStream on).
-COMMAND_DOCUMENT = "SSMShell-NonInteractiveCommand"
+def _read_stdin(no_stdin: bool) -> bytes | None:
+    """All of stdin when it is not a terminal (and ``-n`` was not given), else None."""
+    if no_stdin or sys.stdin is None or sys.stdin.isatty():
+        return None
+    try:
+        return sys.stdin.buffer.read() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _parse_ecs_target(target: str) -> tuple[str, str, str | None]:
+    """``ecs:CLUSTER/TASK[/CONTAINER]`` → (cluster, task, container)."""
+    parts = target[len("ecs:"):].split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UserError(f"bad ECS target {target!r}: use ecs:CLUSTER/TASK[/CONTAINER]",
+                        Exit.USAGE)
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def _marker_run(aws: Any, command: str, stdin: bytes | None, debug: bool, *,
+                ecs: Any = None, instance: str | None = None) -> int:
+    """Run ``command`` through the in-band marker path (a PTY session); its exit status."""
+    from ssmshell.runner import notice, run_session
+    from ssmshell.sessions.marker import Markers, MarkerSession, ecs_command, wrap
+
+    markers = Markers()
+    size = len(stdin) if stdin else None
+    if ecs is not None:
+        info = aws.execute_command(ecs.cluster_arn, ecs.task_arn, ecs.container_name,
+                                   ecs_command(command, markers, size), ecs.target_id)
+    else:
+        info = aws.start_session(instance, "AWS-StartInteractiveCommand",
+                                 {"command": [wrap(command, markers, size)]})
+
+    async def body(channel: Any) -> int:
+        return await MarkerSession(channel, markers, stdin=stdin, notice=notice).run()
+
+    return run_session(aws, info, body, _channel_options(debug))
+
+
+def _document_run(aws: Any, instance: str, command: str, document: str, debug: bool) -> int:
+    """Run ``command`` in a NonInteractiveCommands session with separate streams."""
+    from ssmshell.runner import notice, run_session
+    from ssmshell.sessions.command import CommandSession
+
+    # "; exit $?" keeps sh from exec-ing the last command, so that a command killed by
+    # signal n reports 128+n, as in a local shell, instead of the agent's -1.
+    info = aws.start_session(instance, document, {"command": [f"{command}\nexit $?"]})
+
+    async def body(channel: Any) -> int:
+        code = await CommandSession(channel, notice=notice).run()
+        if code is None:
+            raise UserError(f"the document {document} sent no exit code (is "
+                            "separateOutputStream on? see 'ssmshell setup')", Exit.PROTOCOL)
+        if code < 0:
+            notice("the remote command was killed by a signal")
+            return 255
+        return code
+
+    return run_session(aws, info, body, _channel_options(debug))
 
 
 @cli.command("run", context_settings={"ignore_unknown_options": True})
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--document-name", default=COMMAND_DOCUMENT, show_default=True, metavar="DOC",
-              help="NonInteractiveCommands document with separateOutputStream on "
-                   "(see 'ssmshell setup').")
+@click.option("--document-name", default=None, metavar="DOC",
+              help=f"NonInteractiveCommands document with separateOutputStream on "
+                   f"(default {COMMAND_DOCUMENT}, made by 'ssmshell setup').")
+@click.option("-n", "--no-stdin", is_flag=True,
+              help="Do not send stdin to the command (like ssh -n).")
 @aws_options
 @handle_errors
-def run(target: str, command: tuple[str, ...], document_name: str, profile: str | None,
-        region: str | None, endpoint_url: str | None, debug: bool) -> None:
-    """Run a command on an instance; exit with its exit code (stdout/stderr kept apart).
+def run(target: str, command: tuple[str, ...], document_name: str | None, no_stdin: bool,
+        profile: str | None, region: str | None, endpoint_url: str | None,
+        debug: bool) -> None:
+    """Run a command on an instance or ECS container; exit with its exit code.
 
-    Example: ssmshell run i-0123456789abcdef0 -- uname -a
+    TARGET is an instance (id, Name, IP, DNS name) or ecs:CLUSTER/TASK[/CONTAINER].
+    Piped stdin is sent to the command. Example: ssmshell run web-1 -- uname -a
     """
     import shlex
 
-    from ssmshell.runner import notice, run_session
-    from ssmshell.sessions.command import CommandSession
+    from ssmshell.runner import notice
+
+    line = shlex.join(command) if len(command) > 1 else command[0]
+    stdin = _read_stdin(no_stdin)
+    aws = _aws(profile, region, endpoint_url, debug)
+    if target.startswith("ecs:"):
+        from ssmshell.aws.targets import resolve_ecs
+
+        cluster, task, container = _parse_ecs_target(target)
+        ecs = resolve_ecs(aws, cluster, task, container, _chooser("ecs:CLUSTER/TASK/CONTAINER"))
+        sys.exit(_marker_run(aws, line, stdin, debug, ecs=ecs))
+    instance = _instance(aws, target)
+    if stdin is not None:
+        # NonInteractiveCommands has no stdin (§9.3): only a PTY session can carry it.
+        notice("stdin given: running the command on a PTY (stdout and stderr merged)")
+        sys.exit(_marker_run(aws, line, stdin, debug, instance=instance))
+    try:
+        sys.exit(_document_run(aws, instance, line, document_name or COMMAND_DOCUMENT, debug))
+    except UserError as exc:
+        if document_name or exc.aws_code != "InvalidDocument":
+            raise
+    notice(f"document {COMMAND_DOCUMENT} not found (run 'ssmshell setup' once): using the "
+           "in-band exit-status path (stdout and stderr merged)")
+    sys.exit(_marker_run(aws, line, None, debug, instance=instance))
+
+
+@cli.command()
+@click.option("--document-name", default=COMMAND_DOCUMENT, show_default=True, metavar="DOC",
+              help="Name of the document to create.")
+@aws_options
+@handle_errors
+def setup(document_name: str, profile: str | None, region: str | None,
+          endpoint_url: str | None, debug: bool) -> None:
+    """Create ssmshell's session document (NonInteractiveCommands with separate stdout,
+    stderr and the exit code) in the account and region; safe to run again."""
+    import json
+
+    from ssmshell.aws.documents import command_document_content
 
     aws = _aws(profile, region, endpoint_url, debug)
-    line = shlex.join(command) if len(command) > 1 else command[0]
-    info = aws.start_session(_instance(aws, target), document_name, {"command": [line]})
-
-    async def body(channel: Any) -> int:
-        code = await CommandSession(channel, notice=notice).run()
-        if code is None:
-            raise UserError(f"the document {document_name} sent no exit code (is "
-                            "separateOutputStream on?)", Exit.PROTOCOL)
-        return code
-
-    sys.exit(run_session(aws, info, body, _channel_options(debug)))
+    try:
+        aws.call("ssm", "create_document", "ssm:CreateDocument", Name=document_name,
+                 Content=json.dumps(command_document_content()), DocumentType="Session",
+                 DocumentFormat="JSON")
+    except UserError as exc:
+        if exc.aws_code != "DocumentAlreadyExists":
+            raise
+        click.echo(f"ssmshell: document {document_name} already exists in {aws.region}",
+                   err=True)
+        return
+    click.echo(f"ssmshell: created document {document_name} in {aws.region}", err=True)
 
 
 def _parse_forward(spec: str) -> tuple[Any, str | None, str]:

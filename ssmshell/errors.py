@@ -34,10 +34,13 @@ class Exit(enum.IntEnum):
 class UserError(Exception):
     """An error to show as one line, with an exit code."""
 
-    def __init__(self, message: str, exit_code: int = Exit.ERROR) -> None:
+    def __init__(self, message: str, exit_code: int = Exit.ERROR,
+                 aws_code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = int(exit_code)
+        #: The AWS error code (``InvalidDocument``, …) when an AWS call failed.
+        self.aws_code = aws_code
 
     def __str__(self) -> str:
         return self.message

@@ -100,7 +100,11 @@ class Aws:
         except UserError:
             raise
         except Exception as exc:
-            raise translate(exc, action, self.profile) from None
+            error = translate(exc, action, self.profile)
+            response = getattr(exc, "response", None)
+            if isinstance(response, dict):
+                error.aws_code = response.get("Error", {}).get("Code")
+            raise error from None
 
     # ------------------------------------------------------------------ sessions
 

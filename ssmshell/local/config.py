@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssmshell.aws.documents import COMMAND_DOCUMENT, command_document_content
 from ssmshell.errors import Exit, UserError
 
 #: Session types the agent knows (§9, §10).
@@ -324,6 +325,7 @@ def default_config() -> LocalConfig:
         ],
         keys=[key, denied],
         session_kms_key_id=key.alias,
+        documents={COMMAND_DOCUMENT: command_document_content()},
     )
 
 
@@ -480,8 +482,9 @@ def _port_parameters(default_port: str) -> dict[str, Any]:
 
 
 #: The session documents every account has (AWS-owned ones, the preferences document
-#: SSM-SessionManagerRunShell, and ssmshell's own SSMShell-NonInteractiveCommand, which
-#: ``ssmshell setup`` creates in real accounts). Content as ``GetDocument`` shows it.
+#: and SSM-SessionManagerRunShell). Content as ``GetDocument`` shows it. ssmshell's own
+#: SSMShell-NonInteractiveCommand is not among them: the default config adds it to
+#: ``documents`` as if ``ssmshell setup`` had been run (tests delete it to see the fallback).
 BUILTIN_DOCUMENTS: dict[str, dict[str, Any]] = {
     "SSM-SessionManagerRunShell": {
         "schemaVersion": "1.0",
@@ -498,10 +501,6 @@ BUILTIN_DOCUMENTS: dict[str, dict[str, Any]] = {
     "AWS-StartNonInteractiveCommand": _command_document(
         "NonInteractiveCommands", "Document to run single non-interactive command on an "
         "instance"),
-    "SSMShell-NonInteractiveCommand": _command_document(
-        "NonInteractiveCommands", "ssmshell: run one command with separate stdout, stderr "
-        "and exit code", {"separateOutputStream": True, "stdOutSeparatorPrefix": "",
-                          "stdErrSeparatorPrefix": ""}),
     "AWS-StartPortForwardingSession": {
         "schemaVersion": "1.0",
         "description": "Document to start port forwarding session over Session Manager",
