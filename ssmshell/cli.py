@@ -351,14 +351,24 @@ def _parse_forward(spec: str) -> tuple[Any, str | None, str]:
 
 
 @cli.command("port-forward")
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option("-L", "forwards", multiple=True, required=True, metavar="SPEC",
               help="[BIND:]LOCAL:PORT or [BIND:]LOCAL:HOST:PORT; repeatable.")
+@click.option("--cluster", metavar="CLUSTER", help="Forward to an ECS task of this cluster.")
+@click.option("--task", metavar="TASK", help="ECS task id or ARN.")
+@click.option("--service", metavar="SERVICE", help="A running task of this ECS service.")
+@click.option("--container", metavar="NAME", help="ECS container (if the task has several).")
 @aws_options
 @handle_errors
-def port_forward(target: str, forwards: tuple[str, ...], profile: str | None,
-                 region: str | None, endpoint_url: str | None, debug: bool) -> None:
-    """Forward local ports to ports on (or reachable from) an instance."""
+def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | None,
+                 task: str | None, service: str | None, container: str | None,
+                 profile: str | None, region: str | None, endpoint_url: str | None,
+                 debug: bool) -> None:
+    """Forward local ports to ports on (or reachable from) an instance or ECS task.
+
+    LOCAL may be 0 (any free port) or a unix socket path. For ECS give --cluster and
+    --task (or --service) instead of TARGET.
+    """
     import asyncio
 
     from ssmshell.runner import make_channel, notice
@@ -366,7 +376,16 @@ def port_forward(target: str, forwards: tuple[str, ...], profile: str | None,
 
     specs = [_parse_forward(spec) for spec in forwards]
     aws = _aws(profile, region, endpoint_url, debug)
-    target = _instance(aws, target)
+    if cluster or task or service:
+        from ssmshell.aws.targets import resolve_ecs
+
+        if target:
+            raise UserError("give TARGET or --cluster/--task, not both", Exit.USAGE)
+        # Port sessions to ECS go through ssm:StartSession on the §2.3 target string.
+        target = resolve_ecs(aws, cluster, task, container,
+                             _chooser("--cluster/--task/--container"), service=service).target_id
+    else:
+        target = _instance(aws, target)
     infos = []
     for listen, host, port in specs:
         params = {"portNumber": [port], "localPortNumber": [str(listen.port)]}
