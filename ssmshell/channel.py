@@ -62,6 +62,13 @@ ResumeFn = Callable[[], Awaitable[Resumed]]
 DataKeyFn = Callable[[str, dict[str, str]], Awaitable[tuple[bytes, bytes]]]
 
 
+#: Largest websocket message accepted. Real frames are a 120-byte header plus at most
+#: a few KiB of payload; anything this big is a hostile or broken peer (close 1009).
+MAX_FRAME = 1 << 20
+#: Consecutive undecodable frames after which the peer is taken to be broken.
+MAX_BAD_FRAMES = 64
+
+
 @dataclass(slots=True)
 class ChannelOptions:
     """Tunables of :class:`Channel`; the defaults suit interactive use."""
@@ -122,6 +129,7 @@ class Channel:
         self._closing = False
         self.closed_reason: str | None = None
         self.resumes = 0
+        self._bad_frames = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -145,7 +153,7 @@ class Channel:
                 open_timeout=self.options.open_timeout,
                 ping_interval=self.options.ping_interval,
                 ping_timeout=self.options.ping_timeout,
-                max_size=None,
+                max_size=MAX_FRAME,
                 max_queue=64,
                 user_agent_header=None,
             ), self.options.open_timeout + 1)
@@ -263,8 +271,14 @@ class Channel:
                         await self._receive(frame)
                         if self.dc.state is State.CLOSED:
                             return
+                except ProtocolError:
+                    raise
                 except Exception as exc:  # ConnectionClosed and friends
                     log.debug("websocket dropped: %s", type(exc).__name__)
+                    sent = getattr(exc, "sent", None)
+                    if getattr(sent, "code", None) == 1009:
+                        raise ProtocolError(f"the peer sent a websocket message larger than "
+                                            f"{MAX_FRAME} bytes") from None
                 if self._closing or self.dc.state in (State.CLOSED, State.ERROR):
                     return
                 await self._reconnect()
@@ -275,11 +289,19 @@ class Channel:
 
     async def _receive(self, frame: bytes) -> None:
         self.dc.receive_frame(frame)
-        for event in self.dc.next_events():
+        events = self.dc.next_events()
+        if not any(isinstance(e, ev.FrameDropped) for e in events):
+            self._bad_frames = 0
+        for event in events:
             if isinstance(event, ev.DataKeyRequested):
                 await self._answer_data_key(event)
             elif isinstance(event, ev.FrameDropped):
                 log.debug("frame dropped: %s", event.reason)
+                self._bad_frames += 1
+                if self._bad_frames >= MAX_BAD_FRAMES:
+                    raise ProtocolError(f"the peer sent {self._bad_frames} undecodable frames "
+                                        f"in a row (last: {event.reason})")
+                continue
             elif isinstance(event, ev.HandshakeFailed):
                 await self._flush()
                 raise ChannelError(f"handshake failed: {event.reason}")

@@ -41,3 +41,14 @@ def cli_env(local_sm: LocalSessionManager, tmp_path: Path) -> dict[str, str]:
 def ssmshell_argv(*args: str) -> list[str]:
     """argv that runs this checkout's ssmshell with this interpreter."""
     return [sys.executable, "-m", "ssmshell", *args]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the reliability counts the fault, fuzz and resume tests recorded."""
+    from tests.reliability import RECORDS
+
+    if not RECORDS:
+        return
+    terminalreporter.section("reliability counts")
+    for what, tried, held in RECORDS:
+        terminalreporter.write_line(f"{held:>7}/{tried:<7} {what}")

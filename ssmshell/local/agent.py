@@ -15,7 +15,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ssmshell.local.faults import Faults, FaultyLink
@@ -116,6 +116,10 @@ class AgentSession:
         self.connections = 0
         self.frames_to_client = 0
         self._highest_delivered = -1
+        self._highest_received = -1
+        self.fresh_output = 0
+        self.fresh_input = 0
+        self._frozen: set[Any] = set()
 
     # ------------------------------------------------------------------ AgentIO
 
@@ -168,8 +172,7 @@ class AgentSession:
             return
         old = self.ws
         if old is not None:
-            with contextlib.suppress(Exception):
-                await old.close(1000, "replaced")
+            old.transport.abort()  # no close handshake with a peer that may be dead
         self.ws = ws
         self.connections += 1
         frames_this_connection = 0
@@ -177,12 +180,13 @@ class AgentSession:
 
         async def deliver(frame: bytes) -> None:
             nonlocal frames_this_connection, fresh_this_connection
-            if self.ws is not ws:
+            if self.ws is not ws or ws in self._frozen:
                 return
             await ws.send(frame)
             frames_this_connection += 1
             self.frames_to_client += 1
-            if self.faults.cut_every is not None:
+            f = self.faults
+            if f.cut_every is not None or f.cut_at or f.freeze_after is not None:
                 # Counted in fresh output messages, so that every connection makes
                 # progress however large the resend burst after a reconnect is.
                 seq = int.from_bytes(frame[48:56], "big") if len(frame) > 56 else -1
@@ -190,8 +194,13 @@ class AgentSession:
                         seq > self._highest_delivered:
                     self._highest_delivered = seq
                     fresh_this_connection += 1
-                    if fresh_this_connection == self.faults.cut_every:
+                    self.fresh_output += 1
+                    if (fresh_this_connection == f.cut_every
+                            or self.fresh_output - 1 in f.cut_at):
                         ws.transport.abort()
+                    elif self.fresh_output == f.freeze_after:
+                        self._frozen.add(ws)
+                        ws.transport.pause_reading()
                 return
             await self._maybe_cut(ws, frames_this_connection)
 
@@ -206,6 +215,9 @@ class AgentSession:
             async for frame in ws:
                 if isinstance(frame, str):
                     continue
+                if self.faults.cut_at_input and self._cut_for_input(frame):
+                    ws.transport.abort()
+                    break
                 await self._in_link.send(frame)
         except Exception as exc:  # abrupt close
             log.debug("client websocket dropped: %s", type(exc).__name__)
@@ -213,6 +225,16 @@ class AgentSession:
             if self.ws is ws:
                 self.ws = None
                 self.dc.connection_lost()
+
+    def _cut_for_input(self, frame: bytes) -> bool:
+        """Whether this client frame is a new input message the faults cut at (the
+        frame is then lost with the connection, as on a real network)."""
+        seq = int.from_bytes(frame[48:56], "big") if len(frame) > 56 else -1
+        if frame[4:36].rstrip(b" \0") != b"input_stream_data" or seq <= self._highest_received:
+            return False
+        self._highest_received = seq
+        self.fresh_input += 1
+        return self.fresh_input - 1 in self.faults.cut_at_input
 
     async def _maybe_cut(self, ws: Any, count: int) -> None:
         f = self.faults
@@ -229,8 +251,45 @@ class AgentSession:
         self.dc.connection_made()
         record = self.record
         self.dc.start_handshake(record.session_type, record.properties, record.kms_key_id)
+        if self.faults.hostile == "unknown_action":
+            self._add_unknown_action()
         self._dispatch(self.dc.next_events())
         self._tasks = [asyncio.create_task(self._timer()), asyncio.create_task(self._writer())]
+
+    # ------------------------------------------------------------------ hostile peer
+
+    def _add_unknown_action(self) -> None:
+        """Rewrite the queued HandshakeRequest to require an action no client knows."""
+        import json
+
+        entry = self.dc._unacked.get(0)
+        if entry is None:
+            return
+        msg = m.decode(entry.frame)
+        request = json.loads(msg.payload)
+        request["RequestedClientActions"].append(
+            {"ActionType": "QuantumTeleport", "ActionParameters": {"Mode": "now"}})
+        msg = replace(msg, payload=json.dumps(request).encode(), payload_digest=b"")
+        entry.frame = msg.encode()
+        self.dc._outbox = [entry.frame]
+
+    async def _be_hostile(self) -> None:
+        """After the handshake: break the protocol the way ``faults.hostile`` says."""
+        kind = self.faults.hostile
+        await asyncio.sleep(0.3)
+        ws = self.ws
+        if ws is None:
+            return
+        if kind == "garbage":
+            for _ in range(300):
+                await ws.send(os.urandom(self.rng.randrange(1, 400)))
+        elif kind == "oversized":
+            await ws.send(b"\0" * (64 << 20))
+        elif kind == "downgrade":
+            cipher, self.dc.cipher = self.dc.cipher, None
+            self.dc.send_output(b"plaintext after KMS was agreed\r\n")
+            self.dc.cipher = cipher
+            self._kick()
 
     async def _receive(self, frame: bytes) -> None:
         try:
@@ -245,6 +304,8 @@ class AgentSession:
         for event in events:
             if isinstance(event, ev.SessionStarted):
                 self._plugin_task = asyncio.create_task(self._run_plugin())
+                if self.faults.hostile in ("garbage", "oversized", "downgrade"):
+                    self._tasks.append(asyncio.create_task(self._be_hostile()))
             elif isinstance(event, ev.StreamData):
                 if self.plugin is not None:
                     self.plugin.on_input(event.data)
@@ -265,6 +326,11 @@ class AgentSession:
         try:
             if self.faults.kms_decrypt_fail:
                 raise KmsDecryptError("InvalidCiphertextException: ")
+            if self.faults.hostile == "bad_challenge":
+                # A data key the client does not have: its challenge cannot be opened.
+                self.dc.provide_data_key(os.urandom(64))
+                self._dispatch(self.dc.next_events())
+                return
             plaintext = self._decrypt(event.ciphertext_blob, event.encryption_context,
                                       event.kms_key_id)
         except Exception as exc:
@@ -324,7 +390,7 @@ class AgentSession:
                 await self.plugin.stop()
         # The real agent drains for 2 s; a link that loses frames on purpose (tests)
         # needs longer, or the end of the stream would be lost to the fault injection.
-        drain = PREPARE_TO_CLOSE * (15 if self.faults.touches_frames else 1)
+        drain = PREPARE_TO_CLOSE * (15 if self.faults.breaks_links else 1)
         deadline = time.monotonic() + drain
         while (self.dc.unacked or self.dc.pending) and time.monotonic() < deadline \
                 and self.dc.state is State.OPEN:

@@ -30,6 +30,17 @@ class Faults:
             (resends and acks do not count, so each connection makes progress).
         bye_after: like ``cut_after`` but a clean close 1000 "Bye" without
             channel_closed (the hourly-close pattern).
+        cut_at: abort the connection when these (0-based) new output messages have
+            been delivered, counted over the whole session.
+        cut_at_input: abort the connection when the agent has received these (0-based)
+            new input messages from the client.
+        freeze_after: after this many new output messages, the connection goes silent
+            (nothing sent, nothing read, no pongs): a dead peer, once per session.
+        hostile: make the agent a hostile peer: ``garbage`` (random binary frames after
+            the handshake), ``oversized`` (one 64 MiB frame), ``unknown_action`` (a
+            HandshakeRequest with an unknown required action), ``downgrade`` (plaintext
+            Output after KMS was agreed), ``bad_challenge`` (a challenge sealed with a
+            key the client does not have).
         kms_decrypt_fail: the agent's KMS Decrypt fails (InvalidCiphertextException).
         ready_delay: the agent's session handler is not ready for this many seconds
             after the session starts (its input is not acked meanwhile).
@@ -44,9 +55,20 @@ class Faults:
     cut_after: int | None = None
     cut_every: int | None = None
     bye_after: int | None = None
+    cut_at: frozenset[int] = frozenset()
+    cut_at_input: frozenset[int] = frozenset()
+    freeze_after: int | None = None
+    hostile: str | None = None
     kms_decrypt_fail: bool = False
     ready_delay: float = 0.0
     seed: int | None = None
+
+    @property
+    def breaks_links(self) -> bool:
+        """Whether frames are lost on purpose (per-frame faults, cuts, a frozen link)."""
+        return self.touches_frames or bool(
+            self.cut_after or self.cut_every or self.cut_at or self.cut_at_input
+            or self.bye_after or self.freeze_after)
 
     @property
     def touches_frames(self) -> bool:

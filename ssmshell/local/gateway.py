@@ -81,6 +81,18 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 3)
 
+    async def suspend(self) -> None:
+        """A network outage: stop listening and drop every websocket without a close
+        frame (sessions live on; :meth:`start` on the same port ends the outage)."""
+        if self._server is None:
+            return
+        for ws in list(self._server.connections):
+            ws.transport.abort()
+        self._server.close(close_connections=False)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 3)
+        self._server = None
+
     def _on_terminate(self, session_id: str) -> None:
         session = self.sessions.get(session_id)
         if session is None or session.finished.is_set() or self._loop is None:

@@ -94,6 +94,18 @@ class LocalSessionManager:
         await self.gateway.close()
         await self.endpoints.close()
 
+    async def outage(self, seconds: float) -> None:
+        """The network goes away for ``seconds``: both servers stop answering and every
+        websocket drops abruptly; then they listen again on the same ports. Sessions
+        (and their agents) live on, as they do at AWS when a client's network fails."""
+        host, http_port, gateway_port = self.endpoints.host, self.endpoints.port, \
+            self.gateway.port
+        await self.gateway.suspend()
+        await self.endpoints.close()
+        await asyncio.sleep(seconds)
+        await self.gateway.start(host, gateway_port)
+        await self.endpoints.start(host, http_port)
+
     async def __aenter__(self) -> LocalSessionManager:
         await self.start()
         return self

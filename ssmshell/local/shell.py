@@ -101,13 +101,17 @@ class ShellPlugin(Plugin):
             try:
                 data = os.read(self.master, READ_SIZE)
             except BlockingIOError:
+                master = self.master
                 ready = loop.create_future()
-                loop.add_reader(self.master, ready.set_result, None)
+                loop.add_reader(master, ready.set_result, None)
                 try:
                     await ready
                 finally:
-                    loop.remove_reader(self.master)
+                    with contextlib.suppress(ValueError, OSError):
+                        loop.remove_reader(master)
                 continue
+            except ValueError:  # the PTY was closed under us (session stopping)
+                break
             except OSError:  # EIO: every slave descriptor is closed
                 break
             if not data:

@@ -484,10 +484,12 @@ class DataChannel:
         if kind == m.ACKNOWLEDGE:
             self.paused = False
             self._on_acknowledge(msg)
+            self._flush_pending()  # §6.7: an ack ends a pause; send what waited
         elif kind == (m.OUTPUT_STREAM_DATA if self.role is Role.CLIENT else m.INPUT_STREAM_DATA):
             self.paused = False
             if self.state is not State.CLOSED:
                 self._on_stream_message(msg)
+            self._flush_pending()  # §6.7: so does any inbound stream message
         elif kind == m.CHANNEL_CLOSED:
             self._on_channel_closed(msg)
         elif kind == m.PAUSE_PUBLICATION:
@@ -665,7 +667,11 @@ class DataChannel:
             blob = base64.b64decode(EncChallenge.from_bytes(payload).challenge, validate=True)
         except ValueError as exc:
             raise HandshakeError("encryption challenge is not base64") from exc
-        plain = self.cipher.decrypt(blob)
+        try:
+            plain = self.cipher.decrypt(blob)
+        except CipherError as exc:
+            raise HandshakeError(f"cannot open the agent's encryption challenge ({exc}): the "
+                                 "agent holds a different data key") from exc
         answer = base64.b64encode(self.cipher.encrypt(plain)).decode()
         self._send_stream(PayloadType.ENC_CHALLENGE_RESPONSE, EncChallenge(answer).to_bytes())
         return _Result.CONSUMED

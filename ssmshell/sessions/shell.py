@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class ShellSession:
         self._started = False
         self._pump: asyncio.Task[None] | None = None
         self._last_output = 0.0
+        self._wrote = False
 
     async def run(self) -> int:
         """Run the session until the remote side closes it.
@@ -69,6 +71,12 @@ class ShellSession:
                 await self.channel.open()
                 async for event in self.channel.events():
                     await self._on_event(event)
+            except BaseException:
+                if self._wrote and self.terminal.is_tty:
+                    # The error line must not land after a remote prompt.
+                    with contextlib.suppress(OSError):
+                        os.write(self.stderr, b"\r\n")
+                raise
             finally:
                 if winch:
                     loop.remove_signal_handler(signal.SIGWINCH)
@@ -87,6 +95,7 @@ class ShellSession:
         if isinstance(event, ev.StreamData):
             self._last_output = asyncio.get_running_loop().time()
             fd = self.stderr if event.payload_type == PayloadType.STDERR else self.stdout
+            self._wrote = True
             await write_all(fd, event.data)
         elif isinstance(event, ev.SessionStarted):
             self._started = True

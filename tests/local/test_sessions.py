@@ -65,8 +65,8 @@ def run(coro: Awaitable[Any]) -> Any:
 async def collect(channel: Channel, on_start: Callable[[], Awaitable[None]] | None = None,
                   ) -> dict[str, Any]:
     """Open, run to channel_closed, return what arrived."""
-    out: dict[str, Any] = {"stdout": b"", "stderr": b"", "exit": None, "started": None,
-                           "closed": None}
+    out: dict[str, Any] = {"stdout": bytearray(), "stderr": bytearray(), "exit": None,
+                           "started": None, "closed": None}
     await channel.open()
     try:
         async for event in channel.events():
@@ -83,6 +83,7 @@ async def collect(channel: Channel, on_start: Callable[[], Awaitable[None]] | No
                 out["closed"] = event
     finally:
         await channel.close()
+        out["stdout"], out["stderr"] = bytes(out["stdout"]), bytes(out["stderr"])
     return out
 
 
