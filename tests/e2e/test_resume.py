@@ -165,10 +165,9 @@ def test_gives_up_with_a_clear_reason(local_sm: LocalSessionManager,
                                       cli_env: dict[str, str]) -> None:
     """Past the resume budget: one clear line, its exit code, the terminal restored."""
     env = dict(cli_env, SSMSHELL_RESUME_BUDGET="3")
-    status, settings, output = stty_after(
-        env, ["start-session", WEB],
-        lambda: threading.Thread(target=lambda: local_sm.call(local_sm.outage(8), 30),
-                                 daemon=True).start())
+    outage = threading.Thread(target=lambda: local_sm.call(local_sm.outage(8), 30))
+    status, settings, output = stty_after(env, ["start-session", WEB], outage.start)
+    outage.join()
     assert status == Exit.CONNECTION_LOST, output
     assert "could not resume the session" in output
     assert "Traceback" not in output
