@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from ssmshell.local.plugin import AgentIO, Plugin
 from ssmshell.protocol.payloads import Flag
@@ -26,6 +28,13 @@ from ssmshell.protocol.versions import (
 LOCAL_PORT_FORWARDING = "LocalPortForwarding"
 READ_SIZE = 1024
 SMUX_READ_SIZE = 32 * 1024
+#: The agent's text when basic mode cannot dial (channel_closed Output).
+CONNECT_FAILED = "Unable to connect to specified port"
+#: Bytes waiting for a slow destination before :meth:`PortPlugin.wait_input_room`
+#: holds the agent's reader (smux MaxReceiveBuffer, §10.4) ...
+HIGH_WATER = 4 * 1024 * 1024
+#: ... until the backlog is down to this.
+LOW_WATER = 1024 * 1024
 #: §10.2: the agent's default deny list (the VPC's own addresses are not emulated).
 DENIED_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "169.254.169.253", "169.254.169.123", "169.254.169.250",
@@ -50,6 +59,7 @@ class PortPlugin(Plugin):
         # basic mode
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._inbound: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._queued = 0  # bytes in _inbound
         # mux mode
         self._smux: SmuxSession | None = None
         self._streams: dict[int, asyncio.StreamWriter] = {}
@@ -64,27 +74,32 @@ class PortPlugin(Plugin):
         except OSError as exc:
             return f"Unable to resolve {self.host}: {exc}"
         for info in infos:
-            address = info[4][0]
+            address = str(info[4][0])
             if ipaddress.ip_address(address.split("%")[0]) in DENIED_ADDRESSES:
                 return f"Forwarding to IP address {self.host} is forbidden."
             self._addresses.append((address, self.port))
-        self.io.set_ready(True)
         if self.mux:
             self._smux = SmuxSession(client=False, keepalive=self.keepalive,
                                      now=loop.time())
             self._spawn(self._smux_timer())
         else:
+            # §10.1: basic mode (either flavour) dials at once, so that a server that
+            # speaks first is heard before the client sends anything; a failure fails
+            # the session (the agent's InitializeSession).
+            try:
+                await self._basic_dial()
+            except OSError as exc:
+                return f"{CONNECT_FAILED}: {exc}"
             self._spawn(self._basic_writer())
-            if self.lpf:
-                with contextlib.suppress(OSError):
-                    await self._basic_dial()
+        # Input that arrives before this is not acked, so the client resends it (§7.7).
+        self.io.set_ready(True)
         try:
             return await self._done
         finally:
             await self.stop()
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -96,10 +111,35 @@ class PortPlugin(Plugin):
         last: OSError = OSError(f"cannot connect to {self.host}:{self.port}")
         for address in self._addresses:  # dial the resolved addresses in order (§10.2)
             try:
-                return await asyncio.open_connection(address[0], address[1])
+                reader, writer = await asyncio.open_connection(address[0], address[1])
             except OSError as exc:
                 last = exc
+                continue
+            writer.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+            return reader, writer
         raise last
+
+    # ------------------------------------------------------------------ back-pressure
+
+    def input_backlog(self) -> int:
+        """Bytes of client input not yet written to a destination (the largest backlog of
+        one destination, or the basic-mode queue)."""
+        sizes = [w.transport.get_write_buffer_size() for w in self._streams.values()
+                 if not w.transport.is_closing()]
+        if self._conn is not None:
+            sizes.append(self._conn[1].transport.get_write_buffer_size())
+        return max([self._queued, *sizes])
+
+    async def wait_input_room(self) -> None:
+        """Return once the client may send more: no destination is more than HIGH_WATER
+        behind (then wait for LOW_WATER). The agent's websocket reader awaits this after
+        each input message, so a slow destination stops it reading, as the real agent's
+        smux (MaxReceiveBuffer, §10.4) does: the client's sends then back up through TCP.
+        """
+        if self.input_backlog() <= HIGH_WATER:
+            return
+        while self.input_backlog() > LOW_WATER and not (self._done is None or self._done.done()):
+            await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------------ flags
 
@@ -117,6 +157,7 @@ class PortPlugin(Plugin):
             self._mux_input(data)
         else:
             self._inbound.put_nowait(data)
+            self._queued += len(data)
 
     # ------------------------------------------------------------------ basic mode
 
@@ -130,14 +171,13 @@ class PortPlugin(Plugin):
             data = await self._inbound.get()
             if data is None:
                 return
+            self._queued -= len(data)
             if self._conn is None:
                 try:
-                    await self._basic_dial()
+                    await self._basic_dial()  # re-dial after DisconnectToPort or EOF (§10.3)
                 except OSError as exc:
-                    if not self.lpf:
-                        self._end(f"Unable to connect to {self.host}:{self.port}: {exc}")
-                        return
-                    continue  # LocalPortForwarding: the data is lost, as with the agent
+                    self._end(f"{CONNECT_FAILED}: {exc}")  # the agent fails the session
+                    return
             assert self._conn is not None
             writer = self._conn[1]
             writer.write(data)

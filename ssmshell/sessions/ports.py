@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from ssmshell.channel import Channel, ChannelError
+from ssmshell.errors import Exit
 from ssmshell.protocol import events as ev
+from ssmshell.protocol.errors import ProtocolError
 from ssmshell.protocol.payloads import Flag, PayloadType
 from ssmshell.protocol.smux import SmuxSession, StreamClosed, StreamData
 from ssmshell.protocol.versions import (
@@ -30,6 +33,14 @@ log = logging.getLogger("ssmshell.ports")
 LOCAL_PORT_FORWARDING = "LocalPortForwarding"
 READ_SIZE = 32 * 1024  # one smux PSH frame at most (MaxFrameSize, §14.3)
 KEEPALIVE_INTERVAL = 10.0
+#: Bytes a local connection may have waiting to be written before the session stops
+#: taking events from the channel until they are written (smux MaxReceiveBuffer,
+#: §10.4): a slow local reader then holds the session, as with the plugin's smux.
+HIGH_WATER = 4 * 1024 * 1024
+#: ... and the backlog at which it goes on.
+LOW_WATER = 1024 * 1024
+#: What stops a local connection's relay (the channel or the smux session is gone).
+_RELAY_ERRORS = (OSError, ChannelError, ProtocolError)
 
 
 @dataclass(frozen=True)
@@ -76,16 +87,25 @@ class PortSession:
         self._basic_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.bound: str | None = None
+        self.close_reason: str | None = None
 
     async def run(self) -> int:
-        """Forward until the session ends or is cancelled; returns 0."""
+        """Forward until the session ends or is cancelled.
+
+        Returns:
+            0, or 1 when the agent closed the session with an error text (the
+            destination cannot be resolved, is forbidden, …; see :attr:`close_reason`).
+
+        Raises:
+            ChannelError: the data channel failed, or the agent broke smux.
+        """
         await self.channel.open()
         try:
             async for event in self.channel.events():
                 await self._on_event(event)
         finally:
             await self._shutdown()
-        return 0
+        return Exit.ERROR if self.close_reason else 0
 
     async def terminate(self) -> None:
         """End the session from our side: Flag TerminateSession for agents that know it
@@ -100,14 +120,16 @@ class PortSession:
             await self._start(event)
         elif isinstance(event, ev.StreamData) and event.payload_type == PayloadType.OUTPUT:
             if self.mux:
-                self._mux_receive(event.data)
+                await self._mux_receive(event.data)
             elif self._basic_writer is not None:
-                self._basic_writer.write(event.data)
+                await _write_local(self._basic_writer, event.data)
         elif isinstance(event, ev.FlagReceived) and event.flag == Flag.CONNECT_TO_PORT_ERROR:
             # §10.4: the agent could not dial; the stream's FIN follows.
             self._connect_errors += 1
-        elif isinstance(event, ev.ChannelClosed) and event.output:
-            self.notice(f"port session closed: {event.output}")
+        elif isinstance(event, ev.ChannelClosed):
+            self.close_reason = event.output
+            if event.output:
+                self.notice(f"port session closed: {event.output}")
 
     async def _start(self, event: ev.SessionStarted) -> None:
         props = event.properties or {}
@@ -137,8 +159,8 @@ class PortSession:
             self.bound = self.listen.describe(port)
         self.on_ready(self.bound)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -148,37 +170,50 @@ class PortSession:
                           writer: asyncio.StreamWriter) -> None:
         assert self._smux is not None
         self.connections += 1
-        stream_id = self._smux.open_stream()
-        self._streams[stream_id] = writer
-        await self._mux_flush()
+        _limit(writer)
         try:
+            stream_id = self._smux.open_stream()
+        except ProtocolError:  # the smux session is dead (the channel is ending)
+            writer.close()
+            return
+        self._streams[stream_id] = writer
+        try:
+            await self._mux_flush()
             while stream_id in self._streams:
                 data = await reader.read(READ_SIZE)
                 if not data:
                     break
                 self._smux.send(stream_id, data)
                 await self._mux_flush()
-        except (OSError, ChannelError):
+        except _RELAY_ERRORS:
             pass
         finally:
+            self._received.discard(stream_id)
             if self._streams.pop(stream_id, None) is not None:
                 self._smux.close_stream(stream_id)
                 with contextlib.suppress(Exception):
                     await self._mux_flush()
             writer.close()
 
-    def _mux_receive(self, data: bytes) -> None:
+    async def _mux_receive(self, data: bytes) -> None:
         assert self._smux is not None
-        for event in self._smux.receive_data(data):
+        try:
+            events = self._smux.receive_data(data)
+        except ProtocolError as exc:  # SmuxError: the agent broke smux; the session is dead
+            raise ChannelError(f"smux protocol error from the agent: {exc}",
+                               Exit.PROTOCOL) from None
+        for event in events:
             if isinstance(event, StreamData):
-                self._received.add(event.stream_id)
                 writer = self._streams.get(event.stream_id)
                 if writer is not None:
-                    writer.write(event.data)
+                    self._received.add(event.stream_id)
+                    await _write_local(writer, event.data)
             elif isinstance(event, StreamClosed):
                 writer = self._streams.pop(event.stream_id, None)
+                received = event.stream_id in self._received
+                self._received.discard(event.stream_id)
                 if writer is not None:
-                    if self._connect_errors and event.stream_id not in self._received:
+                    if self._connect_errors and not received:
                         self._connect_errors -= 1
                         self.failed_connections += 1
                         self.notice(f"connection {event.stream_id} to the destination port "
@@ -186,7 +221,11 @@ class PortSession:
                     writer.close()
         out = self._smux.data_to_send()
         if out:
-            self._spawn(self.channel.send_output(out))
+            self._spawn(self._send_quietly(out))
+
+    async def _send_quietly(self, data: bytes) -> None:
+        with contextlib.suppress(*_RELAY_ERRORS):
+            await self.channel.send_output(data)
 
     async def _mux_flush(self) -> None:
         assert self._smux is not None
@@ -197,10 +236,11 @@ class PortSession:
     async def _keepalive(self) -> None:
         assert self._smux is not None
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(KEEPALIVE_INTERVAL)
-            self._smux.tick(loop.time())
-            await self._mux_flush()
+        with contextlib.suppress(*_RELAY_ERRORS):
+            while True:
+                await asyncio.sleep(KEEPALIVE_INTERVAL)
+                self._smux.tick(loop.time())
+                await self._mux_flush()
 
     # ------------------------------------------------------------------ basic mode
 
@@ -208,6 +248,7 @@ class PortSession:
                             writer: asyncio.StreamWriter) -> None:
         async with self._basic_lock:  # §10.3: one connection at a time
             self.connections += 1
+            _limit(writer)
             self._basic_writer = writer
             self.channel.set_accepting(True)
             try:
@@ -216,7 +257,7 @@ class PortSession:
                     if not data:
                         break
                     await self.channel.send_output(data)
-            except (OSError, ChannelError):
+            except _RELAY_ERRORS:
                 pass
             finally:
                 self.channel.set_accepting(False)
@@ -233,3 +274,18 @@ class PortSession:
         self._streams.clear()
         for task in list(self._tasks):
             task.cancel()
+
+
+def _limit(writer: asyncio.StreamWriter) -> None:
+    """Let a local connection buffer up to HIGH_WATER before ``drain()`` waits."""
+    with contextlib.suppress(Exception):
+        writer.transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+
+
+async def _write_local(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Write to a local connection; past HIGH_WATER unwritten bytes, wait until its reader
+    is down to LOW_WATER (a connection that is gone does not wait)."""
+    writer.write(data)
+    if writer.transport.get_write_buffer_size() > HIGH_WATER:
+        with contextlib.suppress(Exception):
+            await writer.drain()
