@@ -99,7 +99,7 @@ async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[
     except ConnectError as exc:
         raise UserError(str(exc), Exit.UNREACHABLE) from None
     except ChannelError as exc:
-        raise UserError(str(exc), exc.exit_code or _exit_for(str(exc))) from None
+        raise UserError(str(exc), exc.exit_code or exit_for(str(exc))) from None
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
@@ -111,7 +111,8 @@ async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[
         await channel.close()
 
 
-def _exit_for(message: str) -> int:
+def exit_for(message: str) -> int:
+    """The exit code for a channel failure that carries none of its own."""
     lowered = message.lower()
     if any(word in lowered for word in ("kms", "data key", "challenge", "ciphertext")):
         return Exit.KMS_FAILED

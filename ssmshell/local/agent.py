@@ -205,7 +205,12 @@ class AgentSession:
             await self._maybe_cut(ws, frames_this_connection)
 
         self._out_link = FaultyLink(self.faults, deliver, self.rng)
-        self._in_link = FaultyLink(self.faults, self._receive, self.rng)
+        # Like the real agent, the emulator does not check digests of client frames
+        # unless strict_digest is on; corrupting them would then corrupt the stream
+        # itself (no real link does that: TLS), so corruption goes agent→client only.
+        in_faults = self.faults if self.options.strict_digest else replace(
+            self.faults, corrupt_digest=0.0)
+        self._in_link = FaultyLink(in_faults, self._receive, self.rng)
         if not self._started:
             self._start()
         else:
@@ -299,6 +304,11 @@ class AgentSession:
             return
         self._dispatch(self.dc.next_events())
         await self._flush()
+        # A slow destination stops this reader (TCP back-pressure to the client),
+        # as the real agent's smux receive buffer does (§10.4).
+        room = getattr(self.plugin, "wait_input_room", None)
+        if room is not None:
+            await room()
 
     def _dispatch(self, events: list[ev.Event]) -> None:
         for event in events:

@@ -23,7 +23,8 @@ class Faults:
         duplicate: deliver a frame twice.
         reorder: hold a frame back and deliver it after the next one.
         delay: deliver a frame up to this many seconds late (uniformly drawn).
-        corrupt_digest: flip a payload byte without fixing the digest.
+        corrupt_digest: flip a payload byte without fixing the digest (agent→client
+            only, unless the agent checks digests: ``AgentOptions.strict_digest``).
         cut_after: close the client's websocket after this many agent→client frames
             (once per connection; abrupt, code 1006) — then the client must resume.
         cut_every: abort every connection after this many *new* output messages
