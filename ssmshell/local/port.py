@@ -261,13 +261,18 @@ class PortPlugin(Plugin):
         try:
             while True:
                 await self.io.wait_writable()
-                data = await reader.read(SMUX_READ_SIZE)
+                # With the real agent's pacing: one 1 KiB message (smux header
+                # included) per read, then a pause (§6.8); without it, big reads.
+                pacing = self.io.pacing
+                data = await reader.read(READ_SIZE - 8 if pacing else SMUX_READ_SIZE)
                 if not data:
                     break
                 if stream_id not in self._streams:
                     return
                 self._smux.send(stream_id, data)
                 self._mux_flush()
+                if pacing:
+                    await asyncio.sleep(pacing)
         except OSError:
             pass
         # The reference relays close the whole stream when either direction ends.
