@@ -468,10 +468,8 @@ def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | N
     --task (or --service) instead of TARGET.
     """
     import asyncio
-    import signal
 
-    from ssmshell.channel import ChannelError
-    from ssmshell.runner import exit_for, make_channel, notice
+    from ssmshell.runner import guarded, make_channel, notice
     from ssmshell.sessions.ports import PortSession
 
     specs = [_parse_forward(spec) for spec in forwards]
@@ -507,30 +505,13 @@ def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | N
                 on_ready=lambda bound, where=where: notice(f"forwarding {bound} -> {where} "
                                                            "(Ctrl-C to stop)")))
         tasks = [asyncio.create_task(s.run()) for s in sessions]
-        loop = asyncio.get_running_loop()
-        me = asyncio.current_task()
-        received: list[int] = []
 
-        def on_signal(signum: int) -> None:
-            received.append(signum)
-            if me is not None:
-                me.cancel()
-
-        handled = [] if sys.platform == "win32" else [signal.SIGTERM, signal.SIGHUP]
-        for signum in handled:
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
+        async def all_of_them() -> int:
             return max(await asyncio.gather(*tasks))
-        except asyncio.CancelledError:
-            if received:
-                raise UserError(f"terminated by signal {signal.Signals(received[0]).name}",
-                                128 + received[0]) from None
-            raise
-        except ChannelError as exc:
-            raise UserError(str(exc), exc.exit_code or exit_for(str(exc))) from None
+
+        try:
+            return await guarded(all_of_them())
         finally:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
             for session in sessions:
                 with contextlib.suppress(Exception):
                     await session.terminate()

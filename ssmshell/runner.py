@@ -74,10 +74,14 @@ def run_session(aws: Aws, info: SessionInfo,
     return asyncio.run(_run(aws, info, body, options))
 
 
-async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[int]],
-               options: ChannelOptions | None) -> int:
+async def guarded(body: Awaitable[int]) -> int:
+    """Await ``body`` with SIGTERM/SIGHUP ending it and channel failures mapped to
+    :class:`UserError` s (one line, an exit code). Cleanup is the caller's ``finally``.
+
+    Raises:
+        UserError: a signal (exit 128+n), an unreachable websocket, a channel failure.
+    """
     loop = asyncio.get_running_loop()
-    channel = make_channel(aws, info, options)
     task = asyncio.current_task()
     assert task is not None
     received: list[int] = []
@@ -90,7 +94,7 @@ async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await body(channel)
+        return await body
     except asyncio.CancelledError:
         if received:
             raise UserError(f"terminated by signal {signal.Signals(received[0]).name}",
@@ -103,6 +107,14 @@ async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[int]],
+               options: ChannelOptions | None) -> int:
+    channel = make_channel(aws, info, options)
+    try:
+        return await guarded(body(channel))
+    finally:
         if channel.closed_reason is None:
             # We are leaving without channel_closed: end the session on the AWS side too.
             with contextlib.suppress(Exception):
