@@ -293,10 +293,10 @@ def stty_after(env: dict[str, str], args: list[str], action: str) -> tuple[int, 
     if action == "exit":
         child.sendline("exit 3")
     elif action == "sigterm":
-        pid = int(subprocess.check_output(["pgrep", "-f", "-n", "ssmshell start-session"]))
+        pid = int(subprocess.check_output(["pgrep", "-P", str(child.pid), "-f", "ssmshell"]))
         os.kill(pid, signal.SIGTERM)
     elif action == "sighup":
-        pid = int(subprocess.check_output(["pgrep", "-f", "-n", "ssmshell start-session"]))
+        pid = int(subprocess.check_output(["pgrep", "-P", str(child.pid), "-f", "ssmshell"]))
         os.kill(pid, signal.SIGHUP)
     child.expect(r"STATUS=(\d+)")
     status = int(child.match.group(1))

@@ -31,6 +31,7 @@ def schedule(seed: int) -> Faults:
                   corrupt_digest=rng.uniform(0, 0.05), seed=seed)
 
 
+@pytest.mark.timeout(900)
 def test_output_streams_exact_under_random_schedules(local_sm: LocalSessionManager,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
@@ -58,6 +59,7 @@ def test_output_streams_exact_under_random_schedules(local_sm: LocalSessionManag
     assert all(results), [n for n, ok in enumerate(results) if not ok][:20]
 
 
+@pytest.mark.timeout(600)
 def test_input_streams_exact_under_random_schedules(local_sm: LocalSessionManager,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Client → agent (and back) through port sessions to an echo server."""

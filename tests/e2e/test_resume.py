@@ -38,6 +38,7 @@ def run_bounded(coro: object, timeout: float) -> object:
 # ------------------------------------------------------------------ 50 cuts each way
 
 
+@pytest.mark.timeout(600)
 def test_fifty_cuts_during_a_download(local_sm: LocalSessionManager,
                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """20 MB of output; the websocket is cut at 50 random points; all of it arrives."""
@@ -59,6 +60,7 @@ def test_fifty_cuts_during_a_download(local_sm: LocalSessionManager,
     assert channel.resumes == len(cuts)
 
 
+@pytest.mark.timeout(600)
 def test_fifty_cuts_during_an_upload(local_sm: LocalSessionManager,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """20 MB through a port forward to a hashing sink; the websocket is cut when the
@@ -135,6 +137,7 @@ def test_dead_peer_detected_by_missing_pong(local_sm: LocalSessionManager,
 # ------------------------------------------------------------------ a 30 s outage
 
 
+@pytest.mark.timeout(600)
 def test_thirty_second_outage_interactive(local_sm: LocalSessionManager,
                                           cli_env: dict[str, str]) -> None:
     """Both endpoints and the gateway vanish for 30 s mid-session (the official client

@@ -29,7 +29,18 @@ INSTANCE = "i-0123456789abcdef0"
 TIMEOUT = 30
 
 
+_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
 def client(sm: LocalSessionManager, service: str) -> Any:
+    """A boto3 client for ``sm`` (cached: creating one loads the service model)."""
+    key = (sm.endpoint_url, service)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = _new_client(sm, service)
+    return _CLIENTS[key]
+
+
+def _new_client(sm: LocalSessionManager, service: str) -> Any:
     env = sm.client_env()
     return boto3.session.Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
