@@ -64,6 +64,7 @@ class ShellPlugin(Plugin):
         self._size = (80, 24)
         self._wbuf = bytearray()
         self._writer_on = False
+        self._reading: asyncio.Future[None] | None = None  # the pump waits for output
 
     async def run(self) -> str:
         self.master, slave = pty.openpty()
@@ -102,13 +103,15 @@ class ShellPlugin(Plugin):
                 data = os.read(self.master, READ_SIZE)
             except BlockingIOError:
                 master = self.master
-                ready = loop.create_future()
+                ready = self._reading = loop.create_future()
                 loop.add_reader(master, ready.set_result, None)
                 try:
                     await ready
                 finally:
-                    with contextlib.suppress(ValueError, OSError):
-                        loop.remove_reader(master)
+                    self._reading = None
+                    if self.master == master:  # else _close removed it (the fd may be reused)
+                        with contextlib.suppress(ValueError, OSError):
+                            loop.remove_reader(master)
                 continue
             except ValueError:  # the PTY was closed under us (session stopping)
                 break
@@ -171,6 +174,12 @@ class ShellPlugin(Plugin):
             if self._writer_on:
                 loop.remove_writer(self.master)
                 self._writer_on = False
+            if self._reading is not None:
+                # Unregister before closing: a closed fd leaves epoll but not asyncio's
+                # selector map, and a socket reusing the number would never be read.
+                loop.remove_reader(self.master)
+                if not self._reading.done():
+                    self._reading.set_result(None)
             with contextlib.suppress(OSError):
                 os.close(self.master)
             self.master = -1
