@@ -65,6 +65,10 @@ DataKeyFn = Callable[[str, dict[str, str]], Awaitable[tuple[bytes, bytes]]]
 #: Largest websocket message accepted. Real frames are a 120-byte header plus at most
 #: a few KiB of payload; anything this big is a hostile or broken peer (close 1009).
 MAX_FRAME = 1 << 20
+#: Events queued for the session beyond which the websocket is not read.
+MAX_QUEUED_EVENTS = 256
+#: How often a sender re-checks a stalled peer (seconds).
+STALL_POLL = 0.005
 #: Consecutive undecodable frames after which the peer is taken to be broken.
 MAX_BAD_FRAMES = 64
 
@@ -200,8 +204,11 @@ class Channel:
     # ------------------------------------------------------------------ sending
 
     async def send_output(self, data: bytes) -> None:
-        """Send user bytes, waiting while the unacked window is full (back-pressure)."""
+        """Send user bytes, waiting while the unacked window is full or the peer has
+        stopped taking data (back-pressure)."""
         await self._writable.wait()
+        while self.dc.peer_stalled and self.dc.connected:
+            await asyncio.sleep(STALL_POLL)
         self._check()
         self.dc.send_output(data)
         await self._flush()
@@ -269,6 +276,11 @@ class Channel:
                         if self.options.debug:
                             _log_header("recv", frame)
                         await self._receive(frame)
+                        # A slow consumer (a local reader that does not read) stops us
+                        # reading the websocket: back-pressure through TCP to the agent,
+                        # instead of acking and queueing without bound.
+                        while self._events.qsize() > MAX_QUEUED_EVENTS:
+                            await asyncio.sleep(STALL_POLL)
                         if self.dc.state is State.CLOSED:
                             return
                 except ProtocolError:

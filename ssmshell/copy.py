@@ -78,8 +78,6 @@ MAX_LINE = 64 * 1024
 #: tar's block and (default) record sizes.
 BLOCK = 512
 RECORD = 20 * BLOCK
-#: Seconds between checks while the agent does not take input.
-STALL_POLL = 0.005
 #: Seconds a best-effort cleanup session may take after a failed upload.
 CLEANUP_TIMEOUT = 30.0
 
@@ -528,9 +526,7 @@ async def _run_fed(session: _CopySession, feed: Feed, progress: Progress | None)
     async def send() -> None:
         await session.started.wait()
         for chunk in feed.chunks():
-            while _peer_stalled(session.channel):
-                await asyncio.sleep(STALL_POLL)
-            await session.channel.send_output(chunk)
+            await session.channel.send_output(chunk)  # waits while the agent is stalled
             if progress is not None:
                 progress.add(len(chunk))
 
@@ -547,22 +543,6 @@ async def _run_fed(session: _CopySession, feed: Feed, progress: Progress | None)
         for task in (run, feeder):
             task.cancel()
         await asyncio.gather(run, feeder, return_exceptions=True)
-
-
-def _peer_stalled(channel: Any) -> bool:
-    """Whether the agent has stopped taking input: the oldest unacknowledged message
-    has had to be resent (the agent does not ack while its PTY is backed up).
-
-    Later messages are still acked, into the agent's reorder buffer, so the window
-    alone does not stop a sender; if that buffer fills, every dropped message is then
-    resent one retransmission timeout at a time and throughput collapses. Waiting
-    here keeps what is sent during a stall to about one timeout's worth.
-    """
-    unacked = getattr(channel.dc, "_unacked", None)
-    if not unacked:
-        return False
-    head = next(iter(unacked.values()))
-    return bool(getattr(head, "resends", 0))
 
 
 async def _all(tasks: list[asyncio.Task[Any]]) -> None:

@@ -244,6 +244,16 @@ class DataChannel:
         return not self._pending and len(self._unacked) < self.window
 
     @property
+    def peer_stalled(self) -> bool:
+        """Whether the peer stopped taking our data: the oldest unacked message had to be
+        resent. Later messages may still be acked into the peer's reorder buffer, so the
+        window alone does not stop a sender; if that buffer fills, every dropped
+        message is resent one timeout at a time. Senders should wait while this holds."""
+        if not self._unacked:
+            return False
+        return next(iter(self._unacked.values())).resends > 0
+
+    @property
     def unacked(self) -> int:
         """Number of sent stream messages not yet acknowledged."""
         return len(self._unacked)
