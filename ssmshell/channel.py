@@ -321,6 +321,9 @@ class Channel:
                 if isinstance(event, ev.ChannelClosed):
                     self.closed_reason = event.output
                 await self._events.put(event)
+        # Let the session write what arrived (an echo, say) before the acks go out:
+        # it is what a user waits for; the ack can follow a moment later.
+        await asyncio.sleep(0)
         await self._flush()
 
     async def _answer_data_key(self, event: ev.DataKeyRequested) -> None:
