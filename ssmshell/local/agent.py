@@ -198,6 +198,7 @@ class AgentSession:
                     if (fresh_this_connection == f.cut_every
                             or self.fresh_output - 1 in f.cut_at):
                         ws.transport.abort()
+                        self._frozen.add(ws)  # nothing more counts as delivered on it
                     elif self.fresh_output == f.freeze_after:
                         self._frozen.add(ws)
                         ws.transport.pause_reading()
