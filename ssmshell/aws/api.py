@@ -14,6 +14,11 @@ from typing import Any
 from ssmshell.aws.errors import translate
 from ssmshell.errors import Exit, UserError
 
+_UNSET = object()
+#: The calls :mod:`ssmshell.aws.fastpath` can make without botocore.
+_FAST_CALLS = {("ssm", "start_session"), ("ssm", "resume_session"),
+               ("ssm", "terminate_session"), ("kms", "generate_data_key")}
+
 
 @dataclass(frozen=True)
 class SessionInfo:
@@ -42,6 +47,7 @@ class Aws:
         self.endpoint_url = endpoint_url
         self._session: Any = None
         self._clients: dict[str, Any] = {}
+        self._fast: Any = _UNSET
 
     @property
     def session(self) -> Any:
@@ -64,7 +70,9 @@ class Aws:
         Raises:
             UserError: no region is configured.
         """
-        region = self._region or self.session.region_name
+        fast = self._fast_client()
+        region = self._region or (fast.region if fast is not None else None) or \
+            self.session.region_name
         if not region:
             raise UserError("no AWS region configured: use --region or set AWS_REGION",
                             Exit.USAGE)
@@ -95,6 +103,9 @@ class Aws:
         Raises:
             UserError: any failure, as one line with its exit code.
         """
+        fast = self._fast_client() if (service, operation) in _FAST_CALLS else None
+        if fast is not None:
+            return self._call_fast(fast, service, operation, action, params)
         try:
             return getattr(self.client(service), operation)(**params)
         except UserError:
@@ -105,6 +116,39 @@ class Aws:
             if isinstance(response, dict):
                 error.aws_code = response.get("Error", {}).get("Code")
             raise error from None
+
+    def _fast_client(self) -> Any:
+        """The botocore-free client for the session-time calls, when the setup allows."""
+        if self._fast is _UNSET:
+            from ssmshell.aws.fastpath import from_environment
+
+            self._fast = from_environment(self.profile, self._region, self.endpoint_url)
+        return self._fast
+
+    def _call_fast(self, fast: Any, service: str, operation: str, action: str,
+                   params: dict[str, Any]) -> Any:
+        from ssmshell.aws.fastpath import FastCallError
+
+        try:
+            out = fast.call(service, operation, params)
+        except FastCallError as exc:
+            import botocore.exceptions as bex  # only on the error path
+
+            error = translate(bex.ClientError(
+                {"Error": {"Code": exc.code, "Message": exc.message},
+                 "ResponseMetadata": {"HTTPStatusCode": exc.status}},
+                "".join(w.title() for w in operation.split("_"))), action, self.profile)
+            error.aws_code = exc.code
+            raise error from None
+        except OSError as exc:
+            raise UserError(f"cannot reach the AWS endpoint for {action}: {exc}",
+                            Exit.UNREACHABLE) from None
+        if operation == "generate_data_key":
+            import base64
+
+            for key in ("Plaintext", "CiphertextBlob"):
+                out[key] = base64.b64decode(out[key])
+        return out
 
     # ------------------------------------------------------------------ sessions
 
