@@ -281,7 +281,7 @@ def test_a_stale_entry_is_better_than_nothing_when_aws_hangs(
         server.bind(("127.0.0.1", port))
         server.listen()
     except OSError:
-        pytest.skip("the endpoint's port was taken meanwhile")
+        pytest.fail("the endpoint's port was taken meanwhile")
     try:
         got = complete(dict(env, SSMSHELL_COMPLETION_TTL="0.001",
                             SSMSHELL_COMPLETION_TIMEOUT="0.5"), "ssmshell exec --cluster ")
@@ -320,10 +320,10 @@ def test_bash_tab_completion_on_a_pty(env: dict[str, str], tmp_path: Path) -> No
     """``ssmshell exec --cluster <TAB><TAB>`` in an interactive bash lists the clusters."""
     bash = shutil.which("bash")
     if bash is None:
-        pytest.skip("no bash")
+        pytest.fail("bash is needed for this test")
     venv_bin = Path(sys.executable).parent
     if not (venv_bin / "ssmshell").exists():
-        pytest.skip("no ssmshell script next to this interpreter (pip install -e .)")
+        pytest.fail("no ssmshell script next to this interpreter (pip install -e .)")
     probe = subprocess.run([str(venv_bin / "python"), "-c",
                             "import ssmshell; print(ssmshell.__file__)"],
                            capture_output=True, text=True, check=True)
