@@ -7,7 +7,6 @@ are imported inside the commands, so ``ssmshell --help`` stays fast.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -15,8 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
-from ssmshell import __version__
+from ssmshell import __version__, cliopts
 from ssmshell.aws.documents import COMMAND_DOCUMENT
+from ssmshell.cliopts import handle_errors, parse_ecs_target
 from ssmshell.completion import (
     complete_clusters,
     complete_containers,
@@ -32,49 +32,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def aws_options(func: F) -> F:
-    """``--profile``, ``--region``, ``--endpoint-url``, ``--debug``, like the AWS CLI's."""
+    """The shared AWS options (:func:`ssmshell.cliopts.aws_options`) and ``--debug``."""
     func = click.option("--debug", is_flag=True,
                         help="Log message headers to stderr (never payloads or tokens).")(func)
-    func = click.option("--endpoint-url", metavar="URL",
-                        help="Use this endpoint for every AWS service "
-                             "(AWS_ENDPOINT_URL* are honoured too).")(func)
-    func = click.option("--region", metavar="REGION", help="AWS region.",
-                        shell_complete=complete_regions)(func)
-    func = click.option("--profile", metavar="PROFILE",
-                        help="AWS profile (SSO and assume-role profiles work).",
-                        shell_complete=complete_profiles)(func)
-    return func
-
-
-def handle_errors(func: F) -> F:
-    """Turn :class:`UserError` into one line on stderr and its exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            message = exc.message
-            if exc.exit_code in (Exit.TARGET_NOT_CONNECTED, Exit.EXEC_NOT_ENABLED):
-                message += f" (check it with: {_doctor_hint(kwargs)})"
-            click.echo(f"ssmshell: {message}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            sys.exit(Exit.INTERRUPTED)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _doctor_hint(params: dict[str, Any]) -> str:
-    from ssmshell.doctor import doctor_hint
-
-    target = params.get("target")
-    if isinstance(target, str) and target.startswith("ecs:"):
-        cluster, task, container = _parse_ecs_target(target)
-        return doctor_hint(cluster, task, container, profile=params.get("profile"),
-                           region=params.get("region"))
-    return doctor_hint(params.get("cluster"), params.get("task"), params.get("container"),
-                       target, profile=params.get("profile"), region=params.get("region"))
+    return cliopts.aws_options(func)
 
 
 def _alias(name: str | None) -> Any:
@@ -107,12 +68,7 @@ def _aws(profile: str | None, region: str | None, endpoint_url: str | None,
         root = logging.getLogger("ssmshell")
         root.addHandler(handler)
         root.setLevel(logging.DEBUG)
-    from ssmshell.aws.api import Aws
-    from ssmshell.config import load_config
-
-    config = load_config()
-    return Aws(profile=config.profile(profile), region=config.region(region),
-               endpoint_url=endpoint_url)
+    return cliopts.make_aws(profile, region, endpoint_url)
 
 
 def _chooser(kind: str) -> Any:
@@ -279,15 +235,6 @@ def _read_stdin(no_stdin: bool) -> bytes | None:
         return None
 
 
-def _parse_ecs_target(target: str) -> tuple[str, str, str | None]:
-    """``ecs:CLUSTER/TASK[/CONTAINER]`` → (cluster, task, container)."""
-    parts = target[len("ecs:"):].split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise UserError(f"bad ECS target {target!r}: use ecs:CLUSTER/TASK[/CONTAINER]",
-                        Exit.USAGE)
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
-
-
 def _marker_run(aws: Any, command: str, stdin: bytes | None, debug: bool, *,
                 ecs: Any = None, instance: str | None = None) -> int:
     """Run ``command`` through the in-band marker path (a PTY session); its exit status."""
@@ -365,7 +312,7 @@ def run(target: str, command: tuple[str, ...], document_name: str | None, no_std
         if alias is not None and alias.is_ecs:
             cluster, task, container = alias.cluster, alias.task, alias.container
         else:
-            cluster, task, container = _parse_ecs_target(target)
+            cluster, task, container = parse_ecs_target(target)
         ecs = resolve_ecs(aws, cluster, task, container, _chooser("ecs:CLUSTER/TASK/CONTAINER"),
                           service=alias.service if alias is not None else None)
         sys.exit(_marker_run(aws, line, stdin, debug, ecs=ecs))
@@ -676,7 +623,7 @@ def cp(src: str, dest: str, parallel: int | None, recursive: bool, profile: str 
         if where.startswith("ecs:"):
             from ssmshell.aws.targets import resolve_ecs
 
-            cluster, task, container = _parse_ecs_target(where)
+            cluster, task, container = parse_ecs_target(where)
             return resolve_ecs(aws, cluster, task, container,
                                _chooser("ecs:CLUSTER/TASK/CONTAINER"))
         return _instance(aws, where)
