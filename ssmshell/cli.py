@@ -60,6 +60,20 @@ def _instance_alias(target: str | None, profile: str | None, region: str | None,
 DEFAULT_SHELL = "/bin/sh"
 
 
+def ecs_target_options(func: F) -> F:
+    """``--cluster``, ``--task``, ``--service``, ``--container``, completed live; what is
+    missing is picked on a terminal."""
+    for name, metavar, text, complete in reversed((
+            ("--cluster", "CLUSTER", "ECS cluster name or ARN.", complete_clusters),
+            ("--task", "TASK", "ECS task id or ARN.", complete_tasks),
+            ("--service", "SERVICE", "Use a running task of this ECS service.",
+             complete_services),
+            ("--container", "NAME", "ECS container (needed if the task has several).",
+             complete_containers))):
+        func = click.option(name, metavar=metavar, help=text, shell_complete=complete)(func)
+    return func
+
+
 def _aws(profile: str | None, region: str | None, endpoint_url: str | None,
          debug: bool) -> Any:
     if debug:
@@ -150,14 +164,7 @@ def start_session(target: str | None, document_name: str | None, parameters: str
 
 @cli.command("exec")
 @click.argument("alias", required=False, metavar="[ALIAS]")
-@click.option("--cluster", metavar="CLUSTER", help="Cluster name or ARN (default: pick).",
-              shell_complete=complete_clusters)
-@click.option("--task", metavar="TASK", help="Task id or ARN (default: pick).",
-              shell_complete=complete_tasks)
-@click.option("--service", metavar="SERVICE", help="Pick a running task of this service.",
-              shell_complete=complete_services)
-@click.option("--container", metavar="NAME", help="Container (needed if the task has several).",
-              shell_complete=complete_containers)
+@ecs_target_options
 @click.option("--command", "command", default=None,
               help="Command to run (default: an interactive /bin/sh). Without a terminal "
                    "(or with --no-tty) it runs non-interactively and ssmshell exits with "
@@ -395,14 +402,7 @@ def _parse_forward(spec: str) -> tuple[Any, str | None, str]:
 @click.argument("target", required=False, shell_complete=complete_instances)
 @click.option("-L", "forwards", multiple=True, required=True, metavar="SPEC",
               help="[BIND:]LOCAL:PORT or [BIND:]LOCAL:HOST:PORT; repeatable.")
-@click.option("--cluster", metavar="CLUSTER", help="Forward to an ECS task of this cluster.",
-              shell_complete=complete_clusters)
-@click.option("--task", metavar="TASK", help="ECS task id or ARN.",
-              shell_complete=complete_tasks)
-@click.option("--service", metavar="SERVICE", help="A running task of this ECS service.",
-              shell_complete=complete_services)
-@click.option("--container", metavar="NAME", help="ECS container (if the task has several).",
-              shell_complete=complete_containers)
+@ecs_target_options
 @aws_options
 @handle_errors
 def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | None,

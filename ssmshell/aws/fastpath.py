@@ -54,7 +54,7 @@ class FastCallError(Exception):
 class FastClient:
     """Static credentials, a region and per-service endpoints."""
 
-    access_key: str
+    access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
     token: str | None = field(default=None, repr=False)
     region: str = ""
