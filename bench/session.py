@@ -1,7 +1,7 @@
 """Interactive-session latencies of ``ssmshell start-session`` against the local Session Manager.
 
 Run: ``.venv/bin/python bench/session.py [--sessions 5] [--keys 200] [--gap 0.02]``
-(about 30 s).
+(about 45 s).
 
 The local Session Manager runs in a thread of this bench process, with the real
 agent's behaviour (1 ms read pacing, 1 s initial PTY read delay, ``/bin/sh``).
@@ -26,6 +26,10 @@ c. keystroke echo: one byte written to the PTY master → the same byte read bac
    (where the gateway runs) and an asyncio ``websockets`` client in another
    process (as ssmshell is), same message size as an encrypted 1-byte frame,
    same gap.
+c′. the same two figures with every party in a process of its own (the local SM
+   and the echo server started by this script in ``--serve`` child processes), as
+   in real use where the agent is on another host: shows whether sharing the
+   bench's GIL with the agent or the echo server skews (c).
 d. remote ``exit`` → ssmshell gone: pidfds (``os.pidfd_open``) of the remote
    shell and of ssmshell become readable when each process ends; also stamped:
    when the agent emulator sends channel_closed.
@@ -323,16 +327,7 @@ def run_session(sm: Any, stamps: Stamps, env: dict[str, str], keys: int, gap: fl
         term.drain(0.05)
 
         # (c) keystroke echo: letters typed one at a time, line killed now and then.
-        for i in range(keys):
-            if i and i % 50 == 0:
-                os.write(fd, b"\x15")  # Ctrl-U: kill the line, keep it short
-                term.drain(0.05)
-            key = bytes([ord("a") + i % 26])
-            time.sleep(gap)
-            start = len(term.buffer)
-            sent = time.monotonic()
-            os.write(fd, key)
-            _, echoed = term.wait_for(key, start, 10)
+        for sent, echoed in type_keys(fd, term, keys, gap):
             run.echo.append(echoed - sent)
             run.sent.append(sent)
             run.echoed.append(echoed)
@@ -341,8 +336,6 @@ def run_session(sm: Any, stamps: Stamps, env: dict[str, str], keys: int, gap: fl
             run.echo_in.append(got - sent)
             run.echo_agent.append(queued - got)
             run.echo_out.append(echoed - queued)
-        os.write(fd, b"\x15")
-        term.drain(0.05)
 
         # (d) and (e): exit the remote shell, watch both processes end.
         session = list(sm.gateway.sessions.values())[-1]  # the newest
@@ -451,6 +444,100 @@ def raw_ws_rtt(count: int, gap: float) -> list[float]:
         close()
     values: list[float] = json.loads(proc.stdout)
     return values
+
+
+# ---------------------------------------------------------------------------- own processes
+
+
+def serve_in_process(what: str) -> None:
+    """``--serve``: the local SM (or a raw websocket echo server) in this process; prints
+    its client environment (or URL) as one JSON line and serves until stdin closes."""
+    if what == "sm":
+        from ssmshell.local.agent import AgentOptions
+        from ssmshell.local.server import LocalSessionManager
+
+        os.environ["PS1"] = PROMPT
+        os.environ["ENV"] = ""
+        sm = LocalSessionManager(agent_options=AgentOptions(shell="/bin/sh"))
+        sm.start_in_thread()
+        print(json.dumps(sm.client_env()), flush=True)
+        sys.stdin.read()
+        sm.stop_thread()
+    else:
+        url, close = start_echo_server()
+        print(json.dumps(url), flush=True)
+        sys.stdin.read()
+        close()
+
+
+class Served:
+    """A ``--serve`` child process; ``value`` is what it printed."""
+
+    def __init__(self, what: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", what],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                     text=True)
+        assert self.proc.stdout is not None
+        self.value = json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def type_keys(fd: int, term: Pty, keys: int, gap: float) -> list[tuple[float, float]]:
+    """Type ``keys`` letters one at a time (line killed now and then): (sent, echoed) each."""
+    out = []
+    for i in range(keys):
+        if i and i % 50 == 0:
+            os.write(fd, b"\x15")  # Ctrl-U: kill the line, keep it short
+            term.drain(0.05)
+        key = bytes([ord("a") + i % 26])
+        time.sleep(gap)
+        start = len(term.buffer)
+        sent = time.monotonic()
+        os.write(fd, key)
+        _, echoed = term.wait_for(key, start, 10)
+        out.append((sent, echoed))
+    os.write(fd, b"\x15")
+    term.drain(0.05)
+    return out
+
+
+def echo_own_processes(env: dict[str, str], keys: int, gap: float) -> tuple[list[float],
+                                                                           list[float]]:
+    """Keystroke echo and the raw websocket RTT with every party in a process of its own,
+    as in real use (the terminal, ssmshell, the agent on another host): no party waits
+    for another's GIL. Returns (echo, raw RTT) in seconds."""
+    sm = Served("sm", {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"})
+    try:
+        session_env = {**env, **sm.value}
+        pid, fd = spawn(ssmshell_argv("start-session", INSTANCE), session_env)
+        term = Pty(fd)
+        try:
+            term.wait_for(PROMPT.encode(), 0, 30)
+            term.drain(0.05)
+            echo = [echoed - sent for sent, echoed in type_keys(fd, term, keys, gap)]
+            os.write(fd, b"exit\r")
+            os.waitpid(pid, 0)
+        finally:
+            with contextlib.suppress(ChildProcessError, ProcessLookupError):
+                if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+            os.close(fd)
+    finally:
+        sm.close()
+    server = Served("ws-echo")
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--ws-client", server.value, "--keys", str(keys),
+             "--gap", str(gap)], capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        server.close()
+    raw: list[float] = json.loads(proc.stdout)
+    return echo, raw
 
 
 # ---------------------------------------------------------------------------- start-up
@@ -782,10 +869,14 @@ def main() -> None:
     parser.add_argument("--wait-quiet", type=float, default=60.0, metavar="S",
                         help="first wait up to S s for the machine to be idle (default 60)")
     parser.add_argument("--ws-client", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["sm", "ws-echo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ws_client:  # helper mode: the raw websocket client process
         print(json.dumps(asyncio.run(ws_client(args.ws_client, args.keys, args.gap,
                                                FRAME_SIZE))))
+        return
+    if args.serve:  # helper mode: a server in a process of its own, until stdin closes
+        serve_in_process(args.serve)
         return
 
     # Bytecode as an installed ssmshell has it: this machine's environment may set
@@ -836,6 +927,7 @@ def main() -> None:
                   f"status {run.status}", flush=True)
         raw = raw_ws_rtt(len(runs[0].echo) or 200, args.gap)
         pty_only = pty_rtt(len(runs[0].echo) or 200, args.gap)
+        own_echo, own_raw = echo_own_processes(env, len(runs[0].echo) or 200, args.gap)
         final = finalisation()
         helps = help_times(args.help_runs, ssmshell_argv("--help"))
         bare = help_times(args.help_runs, [sys.executable, "-c", "pass"])
@@ -859,6 +951,8 @@ def main() -> None:
     help_median = statistics.median(helps)
     over = pct(echo, 50) - pct(raw, 50)
     over99 = pct(echo, 99) - pct(raw, 99)
+    own_over = pct(own_echo, 50) - pct(own_raw, 50)
+    own_over99 = pct(own_echo, 99) - pct(own_raw, 99)
     print(f"\nfigures (median of {len(runs)} sessions unless said otherwise; {load_text}):")
     rows = [
         ("(a) launch → StartSession on the wire", f"{start_session * 1000:.0f} ms",
@@ -873,6 +967,14 @@ def main() -> None:
          f"{pct(pty_only, 99) * 1000:.2f} ms ({len(pty_only)} keys)", "", None),
         ("    echo − raw RTT, p50 / p99", f"{over * 1000:+.2f} / {over99 * 1000:+.2f} ms",
          f"≤ +{TARGET_ECHO_OVER_RAW * 1000:.0f} ms", over <= TARGET_ECHO_OVER_RAW),
+        ("(c′) the same, every party in its own process", "", "", None),
+        ("    keystroke echo p50 / p99", f"{pct(own_echo, 50) * 1000:.2f} / "
+         f"{pct(own_echo, 99) * 1000:.2f} ms ({len(own_echo)} keys)", "", None),
+        ("    raw websocket RTT p50 / p99", f"{pct(own_raw, 50) * 1000:.2f} / "
+         f"{pct(own_raw, 99) * 1000:.2f} ms ({len(own_raw)} msgs)", "", None),
+        ("    echo − raw RTT, p50 / p99", f"{own_over * 1000:+.2f} / {own_over99 * 1000:+.2f} ms",
+         f"≤ +{TARGET_ECHO_OVER_RAW * 1000:.0f} ms", own_over <= TARGET_ECHO_OVER_RAW
+         and own_over99 <= TARGET_ECHO_OVER_RAW),
         ("(d) remote shell exit → ssmshell gone", f"{gone * 1000:.0f} ms",
          f"≤ {TARGET_GONE * 1000:.0f} ms", gone <= TARGET_GONE),
         ("(e) peak RSS of ssmshell (max)", f"{rss:.1f} MB", f"≤ {TARGET_RSS_MB:.0f} MB",
