@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,8 @@ class Aws:
 
     Args:
         profile: AWS profile name (``--profile``); None = boto3's default chain.
-        region: region name (``--region``); None = the profile's or environment's.
+        region: region name (``--region``); None = ``AWS_REGION``, else boto3's
+            (``AWS_DEFAULT_REGION``, the profile's).
         endpoint_url: one endpoint for every service (``--endpoint-url``); boto3 also
             honours ``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>``.
     """
@@ -43,7 +45,9 @@ class Aws:
     def __init__(self, profile: str | None = None, region: str | None = None,
                  endpoint_url: str | None = None) -> None:
         self.profile = profile
-        self._region = region
+        # AWS_REGION is the AWS CLI's and the other SDKs' (before AWS_DEFAULT_REGION);
+        # botocore reads only AWS_DEFAULT_REGION.
+        self._region = region or os.environ.get("AWS_REGION") or None
         self.endpoint_url = endpoint_url
         self._session: Any = None
         self._clients: dict[str, Any] = {}
@@ -118,11 +122,23 @@ class Aws:
             raise error from None
 
     def _fast_client(self) -> Any:
-        """The botocore-free client for the session-time calls, when the setup allows."""
+        """The client-free path for the session-time calls, when the setup allows
+        (:mod:`ssmshell.aws.fastpath`); credentials other than static keys come from
+        this object's boto3 session, so they are resolved once and refreshed."""
         if self._fast is _UNSET:
-            from ssmshell.aws.fastpath import from_environment
+            from ssmshell.aws.fastpath import plan
 
-            self._fast = from_environment(self.profile, self._region, self.endpoint_url)
+            how = plan(self.profile, self._region, self.endpoint_url)
+            if how is None:
+                self._fast = None
+            elif how.keys is not None:
+                self._fast = how.client()
+            else:
+                try:
+                    credentials = self.session.get_credentials()
+                except Exception:  # the boto3 path meets (and reports) it again
+                    credentials = None
+                self._fast = how.client(credentials) if credentials is not None else None
         return self._fast
 
     def _call_fast(self, fast: Any, service: str, operation: str, action: str,
@@ -143,6 +159,8 @@ class Aws:
         except OSError as exc:
             raise UserError(f"cannot reach the AWS endpoint for {action}: {exc}",
                             Exit.UNREACHABLE) from None
+        except Exception as exc:  # botocore resolving the credentials: SSO, assume-role, …
+            raise translate(exc, action, self.profile) from None
         if operation == "generate_data_key":
             import base64
 

@@ -1,12 +1,17 @@
-"""The four session-time calls without botocore, when nothing about the setup needs it.
+"""The four session-time calls without botocore's clients, when nothing about the setup needs them.
 
 Importing botocore and loading the SSM and KMS service models costs about 120 ms and
 30 MB before StartSession can go out. StartSession, GenerateDataKey, ResumeSession and
-TerminateSession are plain AWS JSON 1.1 POSTs, so when the credentials are static
-ones from the environment and nothing else is configured (no profile, proxy, CA
-bundle, FIPS/dual-stack or configured endpoints, a standard-partition region),
-ssmshell signs them itself with SigV4. In every other case :func:`from_environment`
-returns None and boto3 does the work (SSO, assume-role, process credentials, …).
+TerminateSession are plain AWS JSON 1.1 POSTs, so when nothing else is configured (no
+proxy, CA bundle, FIPS/dual-stack or configured endpoints, a standard-partition
+region) ssmshell signs them itself with SigV4. :func:`plan` says how:
+
+* static credentials from the environment or from the profile's section of the
+  shared credentials/config files: botocore is never imported;
+* any other credential source (SSO, assume-role, ``credential_process``, web
+  identity, container or instance metadata): boto3's session resolves (and
+  refreshes) the credentials, but no botocore client or service model is made;
+* anything else: None, and boto3 does the work.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,13 +37,20 @@ TARGETS = {
 }
 _REGION = re.compile(r"^(?:us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d$")
 #: Settings that change how boto3 would reach AWS: any of them → no fast path.
-_ENV_BLOCKERS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "HTTPS_PROXY", "https_proxy",
+_ENV_BLOCKERS = ("HTTPS_PROXY", "https_proxy",
                  "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "AWS_USE_FIPS_ENDPOINT",
                  "AWS_USE_DUALSTACK_ENDPOINT",
                  "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_STS_REGIONAL_ENDPOINTS")
 _CONFIG_BLOCKERS = ("endpoint_url", "services", "ca_bundle", "use_fips_endpoint",
                     "use_dualstack_endpoint", "ignore_configure_endpoint_urls",
                     "ignore_configured_endpoint_urls")
+#: Profile keys that mean the credentials come from elsewhere than the file itself.
+_INDIRECT = ("role_arn", "source_profile", "credential_source", "credential_process",
+             "web_identity_token_file", "sso_start_url", "sso_session", "sso_account_id",
+             "sso_role_name")
+#: Environment variables that put another provider before the shared files in
+#: botocore's chain (web identity).
+_ENV_INDIRECT = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
 ATTEMPTS = 3
 
 
@@ -59,6 +71,8 @@ class FastClient:
     token: str | None = field(default=None, repr=False)
     region: str = ""
     endpoints: dict[str, str] = field(default_factory=dict)
+    #: botocore credentials (refreshable) to sign with instead of the static keys.
+    provider: Any = field(default=None, repr=False, compare=False)
 
     def call(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """POST one JSON 1.1 request; returns the decoded response.
@@ -94,7 +108,12 @@ class FastClient:
         import http.client
 
         host = url.netloc
-        headers = sign(self, service, host, target, body, datetime.datetime.now(
+        keys = self
+        if self.provider is not None:  # resolved (and refreshed) by botocore
+            frozen = self.provider.get_frozen_credentials()
+            keys = replace(self, access_key=frozen.access_key, secret_key=frozen.secret_key,
+                           token=frozen.token or None)
+        headers = sign(keys, service, host, target, body, datetime.datetime.now(
             datetime.timezone.utc))
         if url.scheme == "https":
             import ssl
@@ -150,28 +169,35 @@ def _error(status: int, data: bytes) -> FastCallError:
     return FastCallError(code, message, status)
 
 
-def from_environment(profile: str | None, region: str | None,
-                     endpoint_url: str | None) -> FastClient | None:
-    """A :class:`FastClient` when the setup is simple enough, else None."""
+@dataclass(frozen=True)
+class Plan:
+    """How to make the session-time calls: static keys, or None = ask botocore."""
+
+    keys: tuple[str, str, str | None] | None = field(repr=False)
+    region: str
+    endpoints: dict[str, str]
+
+    def client(self, provider: Any = None) -> FastClient:
+        """The client, with ``provider`` (botocore credentials) when there are no keys."""
+        access, secret, token = self.keys or ("", "", None)
+        return FastClient(access, secret, token, self.region, self.endpoints, provider)
+
+
+def plan(profile: str | None, region: str | None, endpoint_url: str | None) -> Plan | None:
+    """How the setup lets ssmshell make the session-time calls itself, or None."""
     env = os.environ
-    access_key, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if profile or not access_key or not secret_key:
-        return None
     if any(env.get(name) for name in _ENV_BLOCKERS):
         return None
-    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    name = profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+    config = _section(env.get("AWS_CONFIG_FILE") or "~/.aws/config",
+                      name if name == "default" else f"profile {name}")
+    shared = _section(env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", name)
+    if config is None or shared is None or any(key in config for key in _CONFIG_BLOCKERS):
+        return None
+    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or \
+        config.get("region")
     if not region or not _REGION.match(region):
         return None
-    config = env.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
-    if os.path.exists(config):
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(config)
-        except configparser.Error:
-            return None
-        if parser.has_section("default") and any(
-                parser.has_option("default", key) for key in _CONFIG_BLOCKERS):
-            return None
     endpoints = {}
     for service in ("ssm", "kms"):
         endpoint = endpoint_url or env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or \
@@ -179,5 +205,35 @@ def from_environment(profile: str | None, region: str | None,
         if urlsplit(endpoint).scheme not in ("http", "https"):
             return None
         endpoints[service] = endpoint
-    return FastClient(access_key, secret_key, env.get("AWS_SESSION_TOKEN") or None, region,
-                      endpoints)
+    return Plan(_static_keys(env, profile, config, shared), region, endpoints)
+
+
+def _static_keys(env: Any, explicit_profile: str | None, config: dict[str, str],
+                 shared: dict[str, str]) -> tuple[str, str, str | None] | None:
+    """The keys when botocore's chain would end in static ones, else None (§ botocore's
+    order: environment unless a profile is given explicitly, web identity, assume-role,
+    SSO, the credentials file, ``credential_process``, the config file, …)."""
+    if not explicit_profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], \
+            env.get("AWS_SESSION_TOKEN") or None
+    if any(env.get(name) for name in _ENV_INDIRECT) or \
+            any(key in section for section in (config, shared) for key in _INDIRECT):
+        return None
+    for section in (shared, config):
+        if section.get("aws_access_key_id") and section.get("aws_secret_access_key"):
+            return section["aws_access_key_id"], section["aws_secret_access_key"], \
+                section.get("aws_session_token") or None
+    return None
+
+
+def _section(path: str, name: str) -> dict[str, str] | None:
+    """One section of an AWS ini file ({} when absent), None when the file is unreadable."""
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        return {}
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path)
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    return dict(parser.items(name)) if parser.has_section(name) else {}
