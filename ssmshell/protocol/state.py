@@ -201,6 +201,9 @@ class DataChannel:
         self._pending: deque[tuple[int, bytes]] = deque()
         self._outbox: list[bytes] = []
         self._events: list[ev.Event] = []
+        #: Agent: what its handshake routine sends once the receive loop has acked the
+        #: message that completed a step (HandshakeComplete after the response).
+        self._after_ack: list[Callable[[], None]] = []
         self.rtt = INITIAL_RTT
         self.rttvar = 0.0
         self.rto = INITIAL_RTO
@@ -602,6 +605,8 @@ class DataChannel:
             return _Result.NOT_READY
         if result is _Result.CONSUMED and not ack_first and not buffered:
             self._ack(msg)
+        while self._after_ack:
+            self._after_ack.pop(0)()
         return result
 
     # ------------------------------------------------------------------ client handlers
@@ -723,7 +728,11 @@ class DataChannel:
             if action.action_type == ACTION_KMS_ENCRYPTION:
                 kms_result = action.action_result
         if self._kms_key_id is None:
-            self._send_complete()
+            # The real agent's receive loop acks the response and hands it to the
+            # handshake routine, which then sends HandshakeComplete: the ack goes
+            # first. (The official plugin's mux port session crashes its listener if
+            # anything arrives between HandshakeComplete and its streams being set.)
+            self._after_ack.append(self._send_complete)
             return _Result.CONSUMED
         if not isinstance(kms_result, dict) or not isinstance(
                 kms_result.get("KMSCipherTextKey"), str):
@@ -757,7 +766,7 @@ class DataChannel:
             self._events.append(ev.FrameDropped("wrong encryption challenge answer"))
             return _Result.NOT_READY
         self._customer_message = KMS_CUSTOMER_MESSAGE
-        self._send_complete()
+        self._after_ack.append(self._send_complete)  # after the ack, as above
         return _Result.CONSUMED
 
     def _send_complete(self) -> None:

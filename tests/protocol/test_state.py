@@ -803,13 +803,15 @@ def test_handshake_without_kms_exact_exchange_and_no_early_user_data() -> None:
 
     agent.dc.receive_frame(ack)
     agent.dc.receive_frame(response)
-    complete, agent_data, agent_ack = agent.out()
-    # Agent order: process (HandshakeComplete goes out and opens the session, which sends
-    # the queued output), then ack (§6.4).
-    assert complete == expected_data(agent.ids.get(2), OUT, 1, PayloadType.HANDSHAKE_COMPLETE,
+    agent_ack, complete, agent_data = agent.out()
+    # The real agent's receive loop acks the response before its handshake routine
+    # sends HandshakeComplete (which opens the session and sends the queued output).
+    # The official plugin's mux port session crashes its listener on any message
+    # between HandshakeComplete and its streams being set, so the order matters.
+    assert agent_ack == expected_ack(agent.ids.get(2), IN, client.ids.get(2), 0)
+    assert complete == expected_data(agent.ids.get(3), OUT, 1, PayloadType.HANDSHAKE_COMPLETE,
                                      b'{"HandshakeTimeToComplete":250000000,"CustomerMessage":""}')
-    assert agent_data == expected_data(agent.ids.get(3), OUT, 2, 1, b"agent early")
-    assert agent_ack == expected_ack(agent.ids.get(4), IN, client.ids.get(2), 0)
+    assert agent_data == expected_data(agent.ids.get(4), OUT, 2, 1, b"agent early")
     assert agent.events() == [ev.SessionStarted(
         session_type="Port", properties=props, agent_version=AGENT_VERSION,
         client_version=CLIENT_VERSION, customer_message="", encrypted=False, handshake=True)]
@@ -850,11 +852,11 @@ def test_handshake_with_kms_exact_exchange() -> None:
         ("a>c", 1, "ENC_CHALLENGE_REQUEST"),
         ("c>a", "ack", 1),
         ("c>a", 1, "ENC_CHALLENGE_RESPONSE"),
+        ("a>c", "ack", 1),  # before HandshakeComplete, as the real agent's loops do
         ("a>c", 2, "HANDSHAKE_COMPLETE"),
         ("a>c", 3, "OUTPUT"),  # queued output leaves as soon as the session opens
         ("a>c", 4, "STDERR"),
         ("a>c", 5, "EXIT_CODE"),
-        ("a>c", "ack", 1),
         ("c>a", "ack", 2),
         ("c>a", 2, "SIZE"),
         ("c>a", 3, "OUTPUT"),
@@ -898,12 +900,12 @@ def test_handshake_with_kms_exact_exchange() -> None:
     assert len(request_blob) == 12 + 64 + 16
     assert as_client.decrypt(request_blob) == bytes(range(16, 80))
     assert as_agent.decrypt(response_blob) == bytes(range(16, 80))
-    assert HandshakeComplete.from_bytes(msgs[7].payload).customer_message == KMS_CUSTOMER_MESSAGE
+    assert HandshakeComplete.from_bytes(msgs[8].payload).customer_message == KMS_CUSTOMER_MESSAGE
     # Agent→client Output, StdErr and ExitCode are encrypted; client→agent only Output (§8.5).
-    assert as_client.decrypt(msgs[8].payload) == b"secret output"
-    assert as_client.decrypt(msgs[9].payload) == b"secret err"
-    assert as_client.decrypt(msgs[10].payload) == b"EXIT_CODE: 7"
-    assert len(msgs[8].payload) == len(b"secret output") + 28
+    assert as_client.decrypt(msgs[9].payload) == b"secret output"
+    assert as_client.decrypt(msgs[10].payload) == b"secret err"
+    assert as_client.decrypt(msgs[11].payload) == b"EXIT_CODE: 7"
+    assert len(msgs[9].payload) == len(b"secret output") + 28
     assert msgs[13].payload == b'{"cols":100,"rows":30}'
     assert as_agent.decrypt(msgs[14].payload) == b"whoami\r"
     assert msgs[15].payload == b"\x00\x00\x00\x02"
@@ -1147,7 +1149,7 @@ def test_agent_acks_and_discards_data_during_handshake() -> None:
     response = HandshakeResponse(CLIENT_VERSION, (
         ProcessedClientAction("SessionType", 1),)).to_bytes()
     agent.dc.receive_frame(to(agent, 2, response, PayloadType.HANDSHAKE_RESPONSE))
-    assert summary(agent.out()) == [(OUT, 1, PayloadType.HANDSHAKE_COMPLETE), ("ack", 2)]
+    assert summary(agent.out()) == [("ack", 2), (OUT, 1, PayloadType.HANDSHAKE_COMPLETE)]
     assert [type(e) for e in agent.events()] == [ev.SessionStarted]
 
 

@@ -1,0 +1,260 @@
+"""The official AWS session-manager-plugin against the local Session Manager, unchanged.
+
+The plugin is not on PyPI, npm or Debian, so CI cannot have it: these tests run
+when ``SSMSHELL_OFFICIAL_PLUGIN`` names the binary or ``session-manager-plugin``
+is on PATH, and are skipped otherwise. The plugin is driven exactly as the AWS
+CLI drives it: ``session-manager-plugin <StartSession response JSON> <region>
+StartSession <profile> <request JSON> <ssm endpoint>`` (``aws ecs
+execute-command`` passes ExecuteCommand's ``session`` and an ``ecs:`` target).
+For the KMS data key the plugin's SDK reads ``AWS_ENDPOINT_URL_KMS`` /
+``AWS_ENDPOINT_URL`` (SDKs from 2023 on).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from ssmshell.local.agent import AgentOptions
+from ssmshell.local.faults import Faults
+from ssmshell.local.server import LocalSessionManager
+
+PLUGIN = os.environ.get("SSMSHELL_OFFICIAL_PLUGIN") or shutil.which("session-manager-plugin")
+pytestmark = pytest.mark.skipif(
+    not PLUGIN, reason="the official session-manager-plugin is not installed "
+    "(set SSMSHELL_OFFICIAL_PLUGIN or put it on PATH)")
+
+INSTANCE = "i-0123456789abcdef0"
+PROMPT = "REMOTE$ "
+TASK = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"  # cluster demo (KMS), containers app, sidecar
+
+
+@pytest.fixture
+def sm(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSessionManager]:
+    """The local SM with the real agent's pacing and a recognisable remote prompt."""
+    monkeypatch.setenv("PS1", PROMPT)  # the remote /bin/sh inherits the agent's environment
+    monkeypatch.setenv("ENV", "")
+    local = LocalSessionManager(agent_options=AgentOptions(initial_read_delay=0.2,
+                                                           shell="/bin/sh"))
+    local.start_in_thread()
+    try:
+        yield local
+    finally:
+        local.stop_thread()
+
+
+def client(sm: LocalSessionManager, service: str) -> Any:
+    env = sm.client_env()
+    return boto3.client(service, endpoint_url=sm.endpoint_url, region_name=sm.region,
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def plugin_env(sm: LocalSessionManager, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(sm.client_env(), HOME=str(tmp_path), TERM="xterm",
+               AWS_CONFIG_FILE=str(tmp_path / "config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"))
+    return env
+
+
+def spawn(sm: LocalSessionManager, tmp_path: Path, session: dict[str, Any],
+          request: dict[str, Any], **kw: Any) -> Any:
+    """The plugin under a PTY, started as the AWS CLI starts it."""
+    import pexpect
+
+    session = {k: v for k, v in session.items() if k != "ResponseMetadata"}
+    argv = [json.dumps(session), sm.region, "StartSession", "", json.dumps(request),
+            sm.endpoint_url]
+    child = pexpect.spawn(PLUGIN, argv, env=plugin_env(sm, tmp_path), timeout=20,
+                          encoding="utf-8", codec_errors="replace", **kw)
+    child.logfile_read = open(tmp_path / "plugin-output.txt", "w")  # noqa: SIM115
+    return child
+
+
+def start(sm: LocalSessionManager, **request: Any) -> dict[str, Any]:
+    out: dict[str, Any] = client(sm, "ssm").start_session(**request)
+    return out
+
+
+def shell_round_trip(child: Any) -> None:
+    """Prompt, a command's output, a resize seen by ``stty size``, Ctrl-C, exit."""
+    import pexpect
+
+    child.expect_exact(PROMPT)
+    child.sendline("echo hello-$((6*7))")
+    child.expect_exact("hello-42")
+    child.expect_exact(PROMPT)
+    child.sendline("stty size")
+    child.expect_exact("30 100")
+    child.setwinsize(41, 121)
+    time.sleep(0.3)  # the plugin polls the size every 500 ms
+    deadline = time.monotonic() + 5
+    while True:
+        child.sendline("stty size")
+        try:
+            child.expect_exact("41 121", timeout=1)
+            break
+        except pexpect.TIMEOUT:
+            assert time.monotonic() < deadline, "the new size never reached the remote PTY"
+    child.sendline("sleep 100")
+    time.sleep(0.3)
+    child.sendcontrol("c")
+    child.expect_exact(PROMPT, timeout=5)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("kms", [False, True], ids=["plain", "kms"])
+def test_shell(sm: LocalSessionManager, tmp_path: Path, kms: bool) -> None:
+    if not kms:
+        sm.config.session_kms_key_id = None
+    child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
+                  dimensions=(30, 100))
+    child.expect_exact("Starting session with SessionId")
+    if kms:
+        child.expect_exact("This session is encrypted using AWS KMS.")
+    shell_round_trip(child)
+    assert ("encrypted using AWS KMS" in (tmp_path / "plugin-output.txt").read_text()) is kms
+
+
+def test_ecs_exec_with_kms(sm: LocalSessionManager, tmp_path: Path) -> None:
+    tasks = client(sm, "ecs").describe_tasks(cluster="demo", tasks=[TASK])["tasks"]
+    runtime = {c["name"]: c["runtimeId"] for c in tasks[0]["containers"]}["app"]
+    out = client(sm, "ecs").execute_command(cluster="demo", task=TASK, container="app",
+                                            interactive=True, command="/bin/sh")
+    target = f"ecs:demo_{TASK}_{runtime}"  # what `aws ecs execute-command` passes (§2.3)
+    child = spawn(sm, tmp_path, out["session"], {"Target": target}, dimensions=(30, 100))
+    child.expect_exact("This session is encrypted using AWS KMS.")
+    shell_round_trip(child)
+
+
+def test_non_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> None:
+    import pexpect
+
+    request = {"Target": INSTANCE, "DocumentName": "AWS-StartNonInteractiveCommand",
+               "Parameters": {"command": ["echo to-stdout; echo to-stderr >&2; exit 3"]}}
+    child = spawn(sm, tmp_path, start(sm, **request), request)
+    child.expect(pexpect.EOF)
+    child.close()
+    text = (tmp_path / "plugin-output.txt").read_text()
+    assert "to-stdout" in text and "to-stderr" in text
+
+
+def test_shell_resumes_after_the_websocket_is_cut(sm: LocalSessionManager,
+                                                  tmp_path: Path) -> None:
+    """The plugin reconnects (ResumeSession through the endpoint it was given) and the
+    output is whole: every line once, in order."""
+    import pexpect
+
+    sm.config.session_kms_key_id = None
+    sm.default_faults = Faults(cut_at=[40, 120])  # of ~180 output messages
+    child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
+                  dimensions=(30, 100), maxread=65536)
+    child.expect_exact(PROMPT)
+    child.sendline("seq 1 30000 | sed 's/^/L/'; echo DONE-$((1+1))")
+    child.expect_exact("DONE-2", timeout=60)
+    child.expect_exact(PROMPT)
+    child.sendline("exit")
+    # The plugin does not re-ack duplicates (PROTOCOL.md §6.4), so frames whose ack
+    # died with a cut connection stay unacked: the agent drains until its deadline
+    # (30 s with fault injection on, 2 s on a real agent) before channel_closed.
+    child.expect(pexpect.EOF, timeout=60)
+    text = (tmp_path / "plugin-output.txt").read_text().replace("\r", "")
+    lines = [x for x in text.split("\n") if x.startswith("L") and x[1:].isdigit()]
+    assert lines == [f"L{n}" for n in range(1, 30001)]
+    session = list(sm.gateway.sessions.values())[-1]
+    assert session.connections >= 3  # two cuts, two resumes
+
+
+def _echo_server() -> tuple[int, socket.socket]:
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+
+            def echo(conn: socket.socket = conn) -> None:
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+
+            threading.Thread(target=echo, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _round_trip(port: int, size: int) -> bool:
+    data = os.urandom(size)
+    got = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        def read() -> None:
+            while len(got) < size and (chunk := conn.recv(65536)):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        conn.sendall(data)
+        reader.join(30)
+    return bytes(got) == data
+
+
+@pytest.mark.parametrize("mode", ["smux", "basic"])
+def test_port_forward(sm: LocalSessionManager, tmp_path: Path, mode: str) -> None:
+    """smux with 8 concurrent connections (new agents), basic with one at a time
+    (an agent at or below 3.0.196.0, §11.1)."""
+    import pexpect
+
+    if mode == "basic":
+        sm.gateway.options.agent_version = "3.0.161.0"
+    port, server = _echo_server()
+    local = _free_port()
+    request = {"Target": INSTANCE, "DocumentName": "AWS-StartPortForwardingSession",
+               "Parameters": {"portNumber": [str(port)], "localPortNumber": [str(local)]}}
+    child = spawn(sm, tmp_path, start(sm, **request), request)
+    try:
+        child.expect_exact(f"Port {local} opened for sessionId")
+        time.sleep(0.3)
+        if mode == "smux":
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(lambda _: _round_trip(local, 300_000), range(8)))
+        else:
+            results = []
+            for _ in range(3):  # the plugin takes the next connection after each one ends
+                results.append(_round_trip(local, 300_000))
+                time.sleep(0.3)
+        assert results == [True] * len(results)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        server.close()
+        child.close(force=True)
+    # Ctrl-C makes the plugin call TerminateSession on the endpoint it was given.
+    deadline = time.monotonic() + 5
+    while sm.gateway.sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(s.record.session_id in (tmp_path / "plugin-output.txt").read_text()
+                   and not s.ended.is_set() for s in sm.gateway.sessions.values())
