@@ -131,6 +131,36 @@ def test_shell(sm: LocalSessionManager, tmp_path: Path, kms: bool) -> None:
     assert ("encrypted using AWS KMS" in (tmp_path / "plugin-output.txt").read_text()) is kms
 
 
+def test_shell_with_the_kms_challenge_required(sm: LocalSessionManager,
+                                               tmp_path: Path) -> None:
+    """An agent configured to require the random challenge (§8.6) refuses a plugin
+    that does not acknowledge it (1.2.694.0 does not) with the agent's own words, and
+    serves one that does."""
+    import pexpect
+
+    sm.gateway.options.require_kms_challenge = True
+    child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
+                  dimensions=(30, 100))
+    refused = "client does not support required encryption context random challenge"
+    if child.expect_exact(["This session is encrypted using AWS KMS.", refused]) == 0:
+        shell_round_trip(child)
+    else:
+        child.expect(pexpect.EOF)
+
+
+def test_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> None:
+    import pexpect
+
+    request = {"Target": INSTANCE, "DocumentName": "AWS-StartInteractiveCommand",
+               "Parameters": {"command": ["read -r line; echo got-$line"]}}
+    child = spawn(sm, tmp_path, start(sm, **request), request)
+    child.expect_exact("Starting session with SessionId")
+    time.sleep(0.5)
+    child.sendline("abc")
+    child.expect_exact("got-abc")
+    child.expect(pexpect.EOF)
+
+
 def test_ecs_exec_with_kms(sm: LocalSessionManager, tmp_path: Path) -> None:
     tasks = client(sm, "ecs").describe_tasks(cluster="demo", tasks=[TASK])["tasks"]
     runtime = {c["name"]: c["runtimeId"] for c in tasks[0]["containers"]}["app"]
@@ -222,23 +252,27 @@ def _round_trip(port: int, size: int) -> bool:
     return bytes(got) == data
 
 
-@pytest.mark.parametrize("mode", ["smux", "basic"])
+@pytest.mark.parametrize("mode", ["smux", "basic", "remote-host"])
 def test_port_forward(sm: LocalSessionManager, tmp_path: Path, mode: str) -> None:
     """smux with 8 concurrent connections (new agents), basic with one at a time
-    (an agent at or below 3.0.196.0, §11.1)."""
+    (an agent at or below 3.0.196.0, §11.1), and smux to a remote host."""
     import pexpect
 
     if mode == "basic":
         sm.gateway.options.agent_version = "3.0.161.0"
     port, server = _echo_server()
     local = _free_port()
-    request = {"Target": INSTANCE, "DocumentName": "AWS-StartPortForwardingSession",
-               "Parameters": {"portNumber": [str(port)], "localPortNumber": [str(local)]}}
+    request: dict[str, Any] = {
+        "Target": INSTANCE, "DocumentName": "AWS-StartPortForwardingSession",
+        "Parameters": {"portNumber": [str(port)], "localPortNumber": [str(local)]}}
+    if mode == "remote-host":
+        request["DocumentName"] = "AWS-StartPortForwardingSessionToRemoteHost"
+        request["Parameters"]["host"] = ["localhost"]
     child = spawn(sm, tmp_path, start(sm, **request), request)
     try:
         child.expect_exact(f"Port {local} opened for sessionId")
         time.sleep(0.3)
-        if mode == "smux":
+        if mode != "basic":
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 results = list(pool.map(lambda _: _round_trip(local, 300_000), range(8)))
         else:
@@ -258,3 +292,42 @@ def test_port_forward(sm: LocalSessionManager, tmp_path: Path, mode: str) -> Non
         time.sleep(0.05)
     assert not any(s.record.session_id in (tmp_path / "plugin-output.txt").read_text()
                    and not s.ended.is_set() for s in sm.gateway.sessions.values())
+
+
+def test_ssh_style_stdio_forwarding(sm: LocalSessionManager, tmp_path: Path) -> None:
+    """AWS-StartSSHSession (a Port session without ``type``): the plugin carries its
+    stdin/stdout, as under ``ssh -o ProxyCommand``."""
+    import subprocess
+
+    port, server = _echo_server()
+    request = {"Target": INSTANCE, "DocumentName": "AWS-StartSSHSession",
+               "Parameters": {"portNumber": [str(port)]}}
+    session = {k: v for k, v in start(sm, **request).items() if k != "ResponseMetadata"}
+    assert PLUGIN
+    proc = subprocess.Popen(
+        [PLUGIN, json.dumps(session), sm.region, "StartSession", "", json.dumps(request),
+         sm.endpoint_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env=plugin_env(sm, tmp_path))
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        data = os.urandom(500_000)
+        got = bytearray()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            while not got.endswith(data[-64:]) and (chunk := proc.stdout.read1(65536)):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        reader.join(30)
+        # The plugin writes its banner to stdout first; ssh skips lines before the
+        # server's version string (RFC 4253 §4.2).
+        banner = f"\nStarting session with SessionId: {session['SessionId']}\n".encode()
+        assert bytes(got) == banner + data
+    finally:
+        server.close()
+        proc.kill()
+        proc.wait(10)
