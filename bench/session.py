@@ -30,6 +30,9 @@ c′. the same two figures with every party in a process of its own (the local S
    and the echo server started by this script in ``--serve`` child processes), as
    in real use where the agent is on another host: shows whether sharing the
    bench's GIL with the agent or the echo server skews (c).
+c‴. when the official session-manager-plugin is installed (on PATH or named by
+   ``SSMSHELL_OFFICIAL_PLUGIN``): its echo in the same layout (started as the AWS
+   CLI starts it, on a StartSession made with boto3) and its peak RSS.
 d. remote ``exit`` → ssmshell gone: pidfds (``os.pidfd_open``) of the remote
    shell and of ssmshell become readable when each process ends; also stamped:
    when the agent emulator sends channel_closed.
@@ -505,22 +508,42 @@ def type_keys(fd: int, term: Pty, keys: int, gap: float) -> list[tuple[float, fl
     return out
 
 
-def echo_own_processes(env: dict[str, str], keys: int, gap: float) -> tuple[list[float],
-                                                                           list[float]]:
-    """Keystroke echo and the raw websocket RTT with every party in a process of its own,
-    as in real use (the terminal, ssmshell, the agent on another host): no party waits
-    for another's GIL. Returns (echo, raw RTT) in seconds."""
+def plugin_argv(plugin: str, sm_env: dict[str, str]) -> list[str]:
+    """The official plugin started as the AWS CLI starts it, on a fresh StartSession."""
+    import boto3
+
+    ssm = boto3.client("ssm", endpoint_url=sm_env["AWS_ENDPOINT_URL"],
+                       region_name=sm_env["AWS_REGION"],
+                       aws_access_key_id=sm_env["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=sm_env["AWS_SECRET_ACCESS_KEY"])
+    session = ssm.start_session(Target=INSTANCE)
+    session.pop("ResponseMetadata", None)
+    return [plugin, json.dumps(session), sm_env["AWS_REGION"], "StartSession", "",
+            json.dumps({"Target": INSTANCE}), sm_env["AWS_ENDPOINT_URL"]]
+
+
+def echo_own_processes(env: dict[str, str], keys: int, gap: float,
+                       plugin: str | None = None) -> tuple[list[float], float, float]:
+    """Keystroke echo with every party in a process of its own, as in real use (the
+    terminal, the client, the agent on another host): no party waits for another's
+    GIL. The client is ssmshell, or the official ``plugin``. Returns (echo in seconds,
+    the client's peak RSS in MB, the client's CPU time per keystroke in seconds)."""
     sm = Served("sm", {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"})
     try:
         session_env = {**env, **sm.value}
-        pid, fd = spawn(ssmshell_argv("start-session", INSTANCE), session_env)
+        argv = plugin_argv(plugin, sm.value) if plugin else \
+            ssmshell_argv("start-session", INSTANCE)
+        pid, fd = spawn(argv, session_env)
         term = Pty(fd)
         try:
             term.wait_for(PROMPT.encode(), 0, 30)
             term.drain(0.05)
+            cpu_before = cpu_ns(pid)
             echo = [echoed - sent for sent, echoed in type_keys(fd, term, keys, gap)]
+            cpu_per_key = (cpu_ns(pid) - cpu_before) / 1e9 / keys
             os.write(fd, b"exit\r")
-            os.waitpid(pid, 0)
+            term.drain(0.5)
+            _, _, usage = os.wait4(pid, 0)
         finally:
             with contextlib.suppress(ChildProcessError, ProcessLookupError):
                 if os.waitpid(pid, os.WNOHANG) == (0, 0):
@@ -529,6 +552,20 @@ def echo_own_processes(env: dict[str, str], keys: int, gap: float) -> tuple[list
             os.close(fd)
     finally:
         sm.close()
+    return echo, usage.ru_maxrss / 1024, cpu_per_key
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of all of ``pid``'s threads so far, in ns (``/proc/*/task/*/schedstat``)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+def raw_rtt_own_processes(keys: int, gap: float) -> list[float]:
+    """The raw websocket RTT with the echo server in a process of its own."""
     server = Served("ws-echo")
     try:
         proc = subprocess.run(
@@ -537,7 +574,7 @@ def echo_own_processes(env: dict[str, str], keys: int, gap: float) -> tuple[list
     finally:
         server.close()
     raw: list[float] = json.loads(proc.stdout)
-    return echo, raw
+    return raw
 
 
 # ---------------------------------------------------------------------------- start-up
@@ -927,7 +964,13 @@ def main() -> None:
                   f"status {run.status}", flush=True)
         raw = raw_ws_rtt(len(runs[0].echo) or 200, args.gap)
         pty_only = pty_rtt(len(runs[0].echo) or 200, args.gap)
-        own_echo, own_raw = echo_own_processes(env, len(runs[0].echo) or 200, args.gap)
+        keys = len(runs[0].echo) or 200
+        own_echo, _, own_cpu = echo_own_processes(env, keys, args.gap)
+        own_raw = raw_rtt_own_processes(keys, args.gap)
+        plugin = os.environ.get("SSMSHELL_OFFICIAL_PLUGIN") or \
+            shutil.which("session-manager-plugin")
+        plugin_echo, plugin_rss, plugin_cpu = echo_own_processes(
+            env, keys, args.gap, plugin) if plugin else ([], float("nan"), float("nan"))
         final = finalisation()
         helps = help_times(args.help_runs, ssmshell_argv("--help"))
         bare = help_times(args.help_runs, [sys.executable, "-c", "pass"])
@@ -975,6 +1018,19 @@ def main() -> None:
         ("    echo − raw RTT, p50 / p99", f"{own_over * 1000:+.2f} / {own_over99 * 1000:+.2f} ms",
          f"≤ +{TARGET_ECHO_OVER_RAW * 1000:.0f} ms", own_over <= TARGET_ECHO_OVER_RAW
          and own_over99 <= TARGET_ECHO_OVER_RAW),
+        ("    ssmshell CPU per keystroke (all threads)", f"{own_cpu * 1e6:.0f} µs", "", None),
+        *([("(c‴) the official plugin, same layout", "", "", None),
+           ("    keystroke echo p50 / p99", f"{pct(plugin_echo, 50) * 1000:.2f} / "
+            f"{pct(plugin_echo, 99) * 1000:.2f} ms ({len(plugin_echo)} keys)", "", None),
+           ("    echo − raw RTT, p50 / p99",
+            f"{(pct(plugin_echo, 50) - pct(own_raw, 50)) * 1000:+.2f} / "
+            f"{(pct(plugin_echo, 99) - pct(own_raw, 99)) * 1000:+.2f} ms", "", None),
+           ("    ssmshell echo / plugin echo, p50 / p99",
+            f"{pct(own_echo, 50) / pct(plugin_echo, 50):.2f}x / "
+            f"{pct(own_echo, 99) / pct(plugin_echo, 99):.2f}x", "", None),
+           ("    plugin CPU per keystroke (all threads)", f"{plugin_cpu * 1e6:.0f} µs", "", None),
+           ("    peak RSS of the plugin", f"{plugin_rss:.1f} MB", "", None)]
+          if plugin_echo else []),
         ("(d) remote shell exit → ssmshell gone", f"{gone * 1000:.0f} ms",
          f"≤ {TARGET_GONE * 1000:.0f} ms", gone <= TARGET_GONE),
         ("(e) peak RSS of ssmshell (max)", f"{rss:.1f} MB", f"≤ {TARGET_RSS_MB:.0f} MB",
