@@ -331,3 +331,37 @@ def test_ssh_style_stdio_forwarding(sm: LocalSessionManager, tmp_path: Path) -> 
         server.close()
         proc.kill()
         proc.wait(10)
+
+
+AWS_CLI = shutil.which("aws")
+
+
+@pytest.mark.skipif(not AWS_CLI, reason="the AWS CLI is not installed")
+@pytest.mark.parametrize("command", [
+    ["ssm", "start-session", "--target", INSTANCE],
+    ["ecs", "execute-command", "--cluster", "demo", "--task", TASK, "--container", "app",
+     "--interactive", "--command", "/bin/sh"],
+    ["ecs", "execute-command", "--cluster", "plain", "--task",
+     "3d4e5f60718293a4b5c6d7e8f90a1b2c", "--interactive", "--command", "/bin/sh"],
+], ids=["ssm-start-session", "ecs-execute-command-kms", "ecs-execute-command-plain"])
+def test_the_aws_cli_unchanged(sm: LocalSessionManager, tmp_path: Path,
+                               command: list[str]) -> None:
+    """``aws ... --endpoint-url`` as the README shows, the plugin found on PATH."""
+    import pexpect
+
+    assert PLUGIN and AWS_CLI
+    env = plugin_env(sm, tmp_path)
+    env["PATH"] = os.pathsep.join([str(Path(PLUGIN).parent), env.get("PATH", "")])
+    child = pexpect.spawn(AWS_CLI, [*command, "--endpoint-url", sm.endpoint_url], env=env,
+                          timeout=30, encoding="utf-8", codec_errors="replace",
+                          dimensions=(30, 100))
+    child.logfile_read = open(tmp_path / "plugin-output.txt", "w")  # noqa: SIM115
+    if "plain" not in command:
+        child.expect_exact("This session is encrypted using AWS KMS.")
+    child.expect_exact(PROMPT)
+    child.sendline("echo hi-$((2+3))")
+    child.expect_exact("hi-5")
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
