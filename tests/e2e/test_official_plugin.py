@@ -184,13 +184,15 @@ def test_non_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> Non
     assert "to-stdout" in text and "to-stderr" in text
 
 
+@pytest.mark.parametrize("kms", [False, True], ids=["plain", "kms"])
 def test_shell_resumes_after_the_websocket_is_cut(sm: LocalSessionManager,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, kms: bool) -> None:
     """The plugin reconnects (ResumeSession through the endpoint it was given) and the
     output is whole: every line once, in order."""
     import pexpect
 
-    sm.config.session_kms_key_id = None
+    if not kms:
+        sm.config.session_kms_key_id = None
     sm.default_faults = Faults(cut_at=[40, 120])  # of ~180 output messages
     child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
                   dimensions=(30, 100), maxread=65536)
