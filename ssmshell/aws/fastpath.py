@@ -210,9 +210,13 @@ def plan(profile: str | None, region: str | None, endpoint_url: str | None) -> P
 
 def _static_keys(env: Any, explicit_profile: str | None, config: dict[str, str],
                  shared: dict[str, str]) -> tuple[str, str, str | None] | None:
-    """The keys when botocore's chain would end in static ones, else None (§ botocore's
-    order: environment unless a profile is given explicitly, web identity, assume-role,
-    SSO, the credentials file, ``credential_process``, the config file, …)."""
+    """The keys when botocore's credential chain would yield static ones, else None.
+
+    botocore's order: the environment (skipped when ``--profile`` is given), web
+    identity, assume-role, SSO, the credentials file, ``credential_process``, the
+    config file, then container and instance roles. Any indirect source in the
+    profile leaves the whole decision to botocore.
+    """
     if not explicit_profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], \
             env.get("AWS_SESSION_TOKEN") or None
