@@ -212,9 +212,9 @@ def _static_keys(env: Any, explicit_profile: str | None, config: dict[str, str],
                  shared: dict[str, str]) -> tuple[str, str, str | None] | None:
     """The keys when botocore's credential chain would yield static ones, else None.
 
-    botocore's order: the environment (skipped when ``--profile`` is given), web
-    identity, assume-role, SSO, the credentials file, ``credential_process``, the
-    config file, then container and instance roles. Any indirect source in the
+    botocore's order: the environment (skipped when ``--profile`` is given),
+    assume-role, web identity, SSO, the credentials file, ``credential_process``,
+    the config file, then container and instance roles. Any indirect source in the
     profile leaves the whole decision to botocore.
     """
     if not explicit_profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
