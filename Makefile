@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The AWS CLI (v1, from PyPI) in a venv of its own (it pins its own botocore): the
+# tests drive it with ssmshell as its session-manager-plugin.
+AWSCLI := .venv-awscli/bin/aws
 
 .PHONY: demo test lint venv clean
 
@@ -10,6 +13,10 @@ $(BIN)/ssmshell: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
+
+$(AWSCLI):
+	$(PYTHON) -m venv .venv-awscli
+	.venv-awscli/bin/pip install -q 'awscli==1.46.3'
 
 venv: $(BIN)/ssmshell
 
@@ -20,8 +27,8 @@ lint: $(BIN)/ssmshell
 	$(BIN)/ruff check ssmshell tests bench
 	$(BIN)/mypy --strict ssmshell/protocol
 
-test: lint
-	$(BIN)/pytest -q
+test: lint $(AWSCLI)
+	SSMSHELL_AWS_CLI=$(abspath $(AWSCLI)) $(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-awscli build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

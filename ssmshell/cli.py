@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ from ssmshell.completion import (
 from ssmshell.errors import Exit, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Run under this name (a link on PATH), ssmshell takes the AWS CLI's plugin calls.
+PLUGIN_NAME = "session-manager-plugin"
 
 
 def aws_options(func: F) -> F:
@@ -111,8 +114,6 @@ def _channel_options(debug: bool) -> Any:
     """Channel tunables; ``SSMSHELL_CONNECT_TIMEOUT``, ``SSMSHELL_RESUME_BUDGET`` and
     ``SSMSHELL_PING_INTERVAL`` (seconds) override the websocket open timeout, the total
     time spent resuming, and the keep-alive ping interval (= pong deadline)."""
-    import os
-
     from ssmshell.channel import ChannelOptions
 
     options = ChannelOptions(debug=debug)
@@ -514,8 +515,6 @@ def ssh_config(profile: str | None, region: str | None) -> None:
 @handle_errors
 def demo(no_kms: bool) -> None:
     """A KMS-encrypted shell on this machine through the embedded local Session Manager."""
-    import os
-
     from ssmshell.local.server import LocalSessionManager
 
     sm = LocalSessionManager()
@@ -637,6 +636,10 @@ def main() -> None:
     import gc
 
     try:
+        if os.path.basename(sys.argv[0]) in (PLUGIN_NAME, PLUGIN_NAME + ".exe"):
+            from ssmshell import dropin
+
+            sys.exit(dropin.main(sys.argv[1:]))
         cli.main(prog_name="ssmshell")
     except KeyboardInterrupt:
         sys.exit(Exit.INTERRUPTED)

@@ -1,13 +1,15 @@
-"""The official AWS session-manager-plugin against the local Session Manager, unchanged.
+"""The session-manager-plugin calling convention against the local Session Manager.
 
-The plugin is not on PyPI, npm or Debian, so CI cannot have it: these tests run
-when ``SSMSHELL_OFFICIAL_PLUGIN`` names the binary or ``session-manager-plugin``
-is on PATH, and are skipped otherwise. The plugin is driven exactly as the AWS
-CLI drives it: ``session-manager-plugin <StartSession response JSON> <region>
-StartSession <profile> <request JSON> <ssm endpoint>`` (``aws ecs
-execute-command`` passes ExecuteCommand's ``session`` and an ``ecs:`` target).
-For the KMS data key the plugin's SDK reads ``AWS_ENDPOINT_URL_KMS`` /
-``AWS_ENDPOINT_URL`` (SDKs from 2023 on).
+Every case runs twice: with the official AWS session-manager-plugin, unchanged, and
+with ssmshell in its place (a link named ``session-manager-plugin``,
+:mod:`ssmshell.dropin`). The official plugin is not on PyPI, npm or Debian, so CI
+cannot have it: its cases run when ``SSMSHELL_OFFICIAL_PLUGIN`` names the binary or
+``session-manager-plugin`` is on PATH, and are skipped otherwise. A plugin is
+driven exactly as the AWS CLI drives it: ``session-manager-plugin <StartSession
+response JSON> <region> StartSession <profile> <request JSON> <ssm endpoint>``
+(``aws ecs execute-command`` passes ExecuteCommand's ``session`` and an ``ecs:``
+target). For the KMS data key the official plugin's SDK reads
+``AWS_ENDPOINT_URL_KMS`` / ``AWS_ENDPOINT_URL`` (SDKs from 2023 on).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,10 +34,27 @@ from ssmshell.local.agent import AgentOptions
 from ssmshell.local.faults import Faults
 from ssmshell.local.server import LocalSessionManager
 
-PLUGIN = os.environ.get("SSMSHELL_OFFICIAL_PLUGIN") or shutil.which("session-manager-plugin")
-pytestmark = pytest.mark.skipif(
-    not PLUGIN, reason="the official session-manager-plugin is not installed "
-    "(set SSMSHELL_OFFICIAL_PLUGIN or put it on PATH)")
+OFFICIAL = os.environ.get("SSMSHELL_OFFICIAL_PLUGIN") or shutil.which("session-manager-plugin")
+if OFFICIAL and Path(OFFICIAL).resolve().name.startswith("ssmshell"):
+    OFFICIAL = None  # ssmshell linked in the plugin's place (README), not the official one
+AWS_CLI = os.environ.get("SSMSHELL_AWS_CLI") or shutil.which("aws")
+
+
+@pytest.fixture(params=["official", "ssmshell"])
+def plugin(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The path of a ``session-manager-plugin``: the official one, or ssmshell linked
+    under that name."""
+    if request.param == "official":
+        if not OFFICIAL:
+            pytest.skip("the official session-manager-plugin is not installed "
+                        "(set SSMSHELL_OFFICIAL_PLUGIN or put it on PATH)")
+        return OFFICIAL
+    script = shutil.which("ssmshell", path=str(Path(sys.executable).parent))
+    assert script, "the ssmshell console script is not installed next to this Python"
+    link = tmp_path_factory.mktemp("bin") / "session-manager-plugin"
+    link.symlink_to(script)
+    return str(link)
+
 
 INSTANCE = "i-0123456789abcdef0"
 PROMPT = "REMOTE$ "
@@ -69,7 +90,7 @@ def plugin_env(sm: LocalSessionManager, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def spawn(sm: LocalSessionManager, tmp_path: Path, session: dict[str, Any],
+def spawn(plugin: str, sm: LocalSessionManager, tmp_path: Path, session: dict[str, Any],
           request: dict[str, Any], **kw: Any) -> Any:
     """The plugin under a PTY, started as the AWS CLI starts it."""
     import pexpect
@@ -77,7 +98,7 @@ def spawn(sm: LocalSessionManager, tmp_path: Path, session: dict[str, Any],
     session = {k: v for k, v in session.items() if k != "ResponseMetadata"}
     argv = [json.dumps(session), sm.region, "StartSession", "", json.dumps(request),
             sm.endpoint_url]
-    child = pexpect.spawn(PLUGIN, argv, env=plugin_env(sm, tmp_path), timeout=20,
+    child = pexpect.spawn(plugin, argv, env=plugin_env(sm, tmp_path), timeout=20,
                           encoding="utf-8", codec_errors="replace", **kw)
     child.logfile_read = open(tmp_path / "plugin-output.txt", "w")  # noqa: SIM115
     return child
@@ -119,10 +140,10 @@ def shell_round_trip(child: Any) -> None:
 
 
 @pytest.mark.parametrize("kms", [False, True], ids=["plain", "kms"])
-def test_shell(sm: LocalSessionManager, tmp_path: Path, kms: bool) -> None:
+def test_shell(plugin: str, sm: LocalSessionManager, tmp_path: Path, kms: bool) -> None:
     if not kms:
         sm.config.session_kms_key_id = None
-    child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
+    child = spawn(plugin, sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
                   dimensions=(30, 100))
     child.expect_exact("Starting session with SessionId")
     if kms:
@@ -131,7 +152,7 @@ def test_shell(sm: LocalSessionManager, tmp_path: Path, kms: bool) -> None:
     assert ("encrypted using AWS KMS" in (tmp_path / "plugin-output.txt").read_text()) is kms
 
 
-def test_shell_with_the_kms_challenge_required(sm: LocalSessionManager,
+def test_shell_with_the_kms_challenge_required(plugin: str, sm: LocalSessionManager,
                                                tmp_path: Path) -> None:
     """An agent configured to require the random challenge (§8.6) refuses a plugin
     that does not acknowledge it (1.2.694.0 does not) with the agent's own words, and
@@ -139,7 +160,7 @@ def test_shell_with_the_kms_challenge_required(sm: LocalSessionManager,
     import pexpect
 
     sm.gateway.options.require_kms_challenge = True
-    child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
+    child = spawn(plugin, sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
                   dimensions=(30, 100))
     refused = "client does not support required encryption context random challenge"
     if child.expect_exact(["This session is encrypted using AWS KMS.", refused]) == 0:
@@ -148,12 +169,12 @@ def test_shell_with_the_kms_challenge_required(sm: LocalSessionManager,
         child.expect(pexpect.EOF)
 
 
-def test_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> None:
+def test_interactive_command(plugin: str, sm: LocalSessionManager, tmp_path: Path) -> None:
     import pexpect
 
     request = {"Target": INSTANCE, "DocumentName": "AWS-StartInteractiveCommand",
                "Parameters": {"command": ["read -r line; echo got-$line"]}}
-    child = spawn(sm, tmp_path, start(sm, **request), request)
+    child = spawn(plugin, sm, tmp_path, start(sm, **request), request)
     child.expect_exact("Starting session with SessionId")
     time.sleep(0.5)
     child.sendline("abc")
@@ -161,23 +182,23 @@ def test_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> None:
     child.expect(pexpect.EOF)
 
 
-def test_ecs_exec_with_kms(sm: LocalSessionManager, tmp_path: Path) -> None:
+def test_ecs_exec_with_kms(plugin: str, sm: LocalSessionManager, tmp_path: Path) -> None:
     tasks = client(sm, "ecs").describe_tasks(cluster="demo", tasks=[TASK])["tasks"]
     runtime = {c["name"]: c["runtimeId"] for c in tasks[0]["containers"]}["app"]
     out = client(sm, "ecs").execute_command(cluster="demo", task=TASK, container="app",
                                             interactive=True, command="/bin/sh")
     target = f"ecs:demo_{TASK}_{runtime}"  # what `aws ecs execute-command` passes (§2.3)
-    child = spawn(sm, tmp_path, out["session"], {"Target": target}, dimensions=(30, 100))
+    child = spawn(plugin, sm, tmp_path, out["session"], {"Target": target}, dimensions=(30, 100))
     child.expect_exact("This session is encrypted using AWS KMS.")
     shell_round_trip(child)
 
 
-def test_non_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> None:
+def test_non_interactive_command(plugin: str, sm: LocalSessionManager, tmp_path: Path) -> None:
     import pexpect
 
     request = {"Target": INSTANCE, "DocumentName": "AWS-StartNonInteractiveCommand",
                "Parameters": {"command": ["echo to-stdout; echo to-stderr >&2; exit 3"]}}
-    child = spawn(sm, tmp_path, start(sm, **request), request)
+    child = spawn(plugin, sm, tmp_path, start(sm, **request), request)
     child.expect(pexpect.EOF)
     child.close()
     text = (tmp_path / "plugin-output.txt").read_text()
@@ -185,7 +206,7 @@ def test_non_interactive_command(sm: LocalSessionManager, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("kms", [False, True], ids=["plain", "kms"])
-def test_shell_resumes_after_the_websocket_is_cut(sm: LocalSessionManager,
+def test_shell_resumes_after_the_websocket_is_cut(plugin: str, sm: LocalSessionManager,
                                                   tmp_path: Path, kms: bool) -> None:
     """The plugin reconnects (ResumeSession through the endpoint it was given) and the
     output is whole: every line once, in order."""
@@ -194,7 +215,7 @@ def test_shell_resumes_after_the_websocket_is_cut(sm: LocalSessionManager,
     if not kms:
         sm.config.session_kms_key_id = None
     sm.default_faults = Faults(cut_at=[40, 120])  # of ~180 output messages
-    child = spawn(sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
+    child = spawn(plugin, sm, tmp_path, start(sm, Target=INSTANCE), {"Target": INSTANCE},
                   dimensions=(30, 100), maxread=65536)
     child.expect_exact(PROMPT)
     child.sendline("seq 1 30000 | sed 's/^/L/'; echo DONE-$((1+1))")
@@ -205,7 +226,10 @@ def test_shell_resumes_after_the_websocket_is_cut(sm: LocalSessionManager,
     # died with a cut connection stay unacked: the agent drains until its deadline
     # (30 s with fault injection on, 2 s on a real agent) before channel_closed.
     child.expect(pexpect.EOF, timeout=60)
-    text = (tmp_path / "plugin-output.txt").read_text().replace("\r", "")
+    text = (tmp_path / "plugin-output.txt").read_text()
+    # ssmshell says on stderr that it is resuming; on the PTY that line lands wherever
+    # the output was (stdout itself stays clean).
+    text = re.sub(r"ssmshell: [^\r\n]*\r?\n", "", text).replace("\r", "")
     lines = [x for x in text.split("\n") if x.startswith("L") and x[1:].isdigit()]
     assert lines == [f"L{n}" for n in range(1, 30001)]
     session = list(sm.gateway.sessions.values())[-1]
@@ -255,7 +279,7 @@ def _round_trip(port: int, size: int) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["smux", "basic", "remote-host"])
-def test_port_forward(sm: LocalSessionManager, tmp_path: Path, mode: str) -> None:
+def test_port_forward(plugin: str, sm: LocalSessionManager, tmp_path: Path, mode: str) -> None:
     """smux with 8 concurrent connections (new agents), basic with one at a time
     (an agent at or below 3.0.196.0, §11.1), and smux to a remote host."""
     import pexpect
@@ -270,7 +294,7 @@ def test_port_forward(sm: LocalSessionManager, tmp_path: Path, mode: str) -> Non
     if mode == "remote-host":
         request["DocumentName"] = "AWS-StartPortForwardingSessionToRemoteHost"
         request["Parameters"]["host"] = ["localhost"]
-    child = spawn(sm, tmp_path, start(sm, **request), request)
+    child = spawn(plugin, sm, tmp_path, start(sm, **request), request)
     try:
         child.expect_exact(f"Port {local} opened for sessionId")
         time.sleep(0.3)
@@ -296,7 +320,7 @@ def test_port_forward(sm: LocalSessionManager, tmp_path: Path, mode: str) -> Non
                    and not s.ended.is_set() for s in sm.gateway.sessions.values())
 
 
-def test_ssh_style_stdio_forwarding(sm: LocalSessionManager, tmp_path: Path) -> None:
+def test_ssh_style_stdio_forwarding(plugin: str, sm: LocalSessionManager, tmp_path: Path) -> None:
     """AWS-StartSSHSession (a Port session without ``type``): the plugin carries its
     stdin/stdout, as under ``ssh -o ProxyCommand``."""
     import subprocess
@@ -305,9 +329,8 @@ def test_ssh_style_stdio_forwarding(sm: LocalSessionManager, tmp_path: Path) -> 
     request = {"Target": INSTANCE, "DocumentName": "AWS-StartSSHSession",
                "Parameters": {"portNumber": [str(port)]}}
     session = {k: v for k, v in start(sm, **request).items() if k != "ResponseMetadata"}
-    assert PLUGIN
     proc = subprocess.Popen(
-        [PLUGIN, json.dumps(session), sm.region, "StartSession", "", json.dumps(request),
+        [plugin, json.dumps(session), sm.region, "StartSession", "", json.dumps(request),
          sm.endpoint_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, env=plugin_env(sm, tmp_path))
     assert proc.stdin is not None and proc.stdout is not None
@@ -325,17 +348,15 @@ def test_ssh_style_stdio_forwarding(sm: LocalSessionManager, tmp_path: Path) -> 
         proc.stdin.write(data)
         proc.stdin.flush()
         reader.join(30)
-        # The plugin writes its banner to stdout first; ssh skips lines before the
-        # server's version string (RFC 4253 §4.2).
+        # The official plugin writes its banner to stdout first (ssh skips lines before
+        # the server's version string, RFC 4253 §4.2); ssmshell keeps stdout clean.
         banner = f"\nStarting session with SessionId: {session['SessionId']}\n".encode()
-        assert bytes(got) == banner + data
+        assert bytes(got) == (banner + data if plugin == OFFICIAL else data)
     finally:
         server.close()
         proc.kill()
         proc.wait(10)
 
-
-AWS_CLI = shutil.which("aws")
 
 
 @pytest.mark.skipif(not AWS_CLI, reason="the AWS CLI is not installed")
@@ -346,14 +367,14 @@ AWS_CLI = shutil.which("aws")
     ["ecs", "execute-command", "--cluster", "plain", "--task",
      "3d4e5f60718293a4b5c6d7e8f90a1b2c", "--interactive", "--command", "/bin/sh"],
 ], ids=["ssm-start-session", "ecs-execute-command-kms", "ecs-execute-command-plain"])
-def test_the_aws_cli_unchanged(sm: LocalSessionManager, tmp_path: Path,
+def test_the_aws_cli_unchanged(plugin: str, sm: LocalSessionManager, tmp_path: Path,
                                command: list[str]) -> None:
     """``aws ... --endpoint-url`` as the README shows, the plugin found on PATH."""
     import pexpect
 
-    assert PLUGIN and AWS_CLI
+    assert AWS_CLI
     env = plugin_env(sm, tmp_path)
-    env["PATH"] = os.pathsep.join([str(Path(PLUGIN).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(plugin).parent), env.get("PATH", "")])
     child = pexpect.spawn(AWS_CLI, [*command, "--endpoint-url", sm.endpoint_url], env=env,
                           timeout=30, encoding="utf-8", codec_errors="replace",
                           dimensions=(30, 100))
