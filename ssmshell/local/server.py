@@ -133,6 +133,14 @@ class LocalSessionManager:
             started.set_result(None)
             loop.run_forever()
             loop.run_until_complete(self.close())
+            # What is still running (a connection handler that outlived close()'s
+            # deadline, a session draining) is cancelled and awaited, as asyncio.run()
+            # does, so that no coroutine is left to be collected on a closed loop.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
         self._thread = threading.Thread(target=main, name="ssmshell-local", daemon=True)
