@@ -111,24 +111,9 @@ def _instance(aws: Any, target: str | None) -> str:
 
 
 def _channel_options(debug: bool) -> Any:
-    """Channel tunables; ``SSMSHELL_CONNECT_TIMEOUT``, ``SSMSHELL_RESUME_BUDGET`` and
-    ``SSMSHELL_PING_INTERVAL`` (seconds) override the websocket open timeout, the total
-    time spent resuming, and the keep-alive ping interval (= pong deadline)."""
-    from ssmshell.channel import ChannelOptions
+    from ssmshell.runner import channel_options
 
-    options = ChannelOptions(debug=debug)
-    for name, attr in (("SSMSHELL_CONNECT_TIMEOUT", "open_timeout"),
-                       ("SSMSHELL_RESUME_BUDGET", "resume_budget"),
-                       ("SSMSHELL_PING_INTERVAL", "ping_interval"),
-                       ("SSMSHELL_PING_INTERVAL", "ping_timeout")):
-        value = os.environ.get(name)
-        if value:
-            try:
-                setattr(options, attr, float(value))
-            except ValueError:
-                raise UserError(f"{name} must be a number of seconds, not {value!r}",
-                                Exit.USAGE) from None
-    return options
+    return channel_options(debug)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -224,13 +209,9 @@ def exec_(alias: str | None, cluster: str | None, task: str | None, service: str
 
 
 def _run_shell(aws: Any, info: Any, debug: bool) -> int:
-    from ssmshell.runner import notice, run_session
-    from ssmshell.sessions.shell import ShellSession
+    from ssmshell.runner import run_shell
 
-    async def body(channel: Any) -> int:
-        return await ShellSession(channel, notice=notice).run()
-
-    return run_session(aws, info, body, _channel_options(debug))
+    return run_shell(aws, info, _channel_options(debug))
 
 
 def _read_stdin(no_stdin: bool) -> bytes | None:
@@ -415,10 +396,7 @@ def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | N
     LOCAL may be 0 (any free port) or a unix socket path. For ECS give --cluster and
     --task (or --service) instead of TARGET.
     """
-    import asyncio
-
-    from ssmshell.runner import guarded, make_channel, notice
-    from ssmshell.sessions.ports import PortSession
+    from ssmshell.runner import notice, run_forwards
 
     specs = [_parse_forward(spec) for spec in forwards]
     if not (cluster or task or service):
@@ -443,35 +421,12 @@ def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | N
             document = "AWS-StartPortForwardingSessionToRemoteHost"
         infos.append((listen, host, port, aws.start_session(target, document, params)))
 
-    async def main() -> int:
-        sessions = []
-        for listen, host, port, info in infos:
-            channel = make_channel(aws, info, _channel_options(debug))
-            where = f"{host or target}:{port}"
-            sessions.append(PortSession(
-                channel, listen, notice=notice,
-                on_ready=lambda bound, where=where: notice(f"forwarding {bound} -> {where} "
-                                                           "(Ctrl-C to stop)")))
-        tasks = [asyncio.create_task(s.run()) for s in sessions]
+    def ready(where: str) -> Callable[[str], None]:
+        return lambda bound: notice(f"forwarding {bound} -> {where} (Ctrl-C to stop)")
 
-        async def all_of_them() -> int:
-            return max(await asyncio.gather(*tasks))
-
-        try:
-            return await guarded(all_of_them())
-        finally:
-            for session in sessions:
-                with contextlib.suppress(Exception):
-                    await session.terminate()
-            for _, _, _, info in infos:
-                await asyncio.to_thread(aws.terminate_session, info.session_id)
-            for task in tasks:
-                task.cancel()
-
-    try:
-        sys.exit(asyncio.run(main()))
-    except KeyboardInterrupt:
-        sys.exit(0)
+    sys.exit(run_forwards(aws, [(info, listen, ready(f"{host or target}:{port}"))
+                                for listen, host, port, info in infos],
+                          _channel_options(debug)))
 
 
 @cli.command()
@@ -482,18 +437,13 @@ def port_forward(target: str | None, forwards: tuple[str, ...], cluster: str | N
 def proxy(target: str, port: int, profile: str | None, region: str | None,
           endpoint_url: str | None, debug: bool) -> None:
     """Bridge stdin/stdout to TARGET:PORT (for ssh's ProxyCommand)."""
-    from ssmshell.runner import notice, run_session
-    from ssmshell.sessions.proxy import StdioSession
+    from ssmshell.runner import run_stdio
 
     target, profile, region = _instance_alias(target, profile, region)
     aws = _aws(profile, region, endpoint_url, debug)
     info = aws.start_session(_instance(aws, target), "AWS-StartSSHSession",
                              {"portNumber": [str(port)]})
-
-    async def body(channel: Any) -> int:
-        return await StdioSession(channel, notice=notice).run()
-
-    sys.exit(run_session(aws, info, body, _channel_options(debug)))
+    sys.exit(run_stdio(aws, info, _channel_options(debug)))
 
 
 @cli.command("ssh-config")

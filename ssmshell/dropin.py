@@ -21,7 +21,6 @@ interactive session whose exit status is the remote one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -90,6 +89,7 @@ def run(response: dict[str, Any], region: str, profile: str | None,
         request: dict[str, Any], endpoint: str) -> int:
     """Attach to the session the AWS CLI started and run it to its end."""
     from ssmshell.aws.api import Aws, SessionInfo
+    from ssmshell.runner import channel_options, run_shell, run_stdio
 
     # ExecuteCommand's ``session`` spells the keys sessionId/streamUrl/tokenValue; the
     # plugin's JSON decoding ignores case, and so does this.
@@ -110,13 +110,14 @@ def run(response: dict[str, Any], region: str, profile: str | None,
     parameters = request.get("Parameters") or {}
     if not isinstance(parameters, dict):
         parameters = {}
+    options = channel_options()
     print(f"\nStarting session with SessionId: {info.session_id}", file=sys.stderr)
     if document in PORT_DOCUMENTS or "localPortNumber" in parameters \
             or "localUnixSocket" in parameters:
-        return _port(aws, info, parameters)
+        return _port(aws, info, parameters, options)
     if document == SSH_DOCUMENT or "portNumber" in parameters:
-        return _stdio(aws, info)
-    return _shell(aws, info)
+        return run_stdio(aws, info, options)
+    return run_shell(aws, info, options)
 
 
 def _first(parameters: dict[str, Any], name: str) -> str:
@@ -126,31 +127,9 @@ def _first(parameters: dict[str, Any], name: str) -> str:
     return str(value or "")
 
 
-def _shell(aws: Any, info: Any) -> int:
-    from ssmshell.runner import notice, run_session
-    from ssmshell.sessions.shell import ShellSession
-
-    async def body(channel: Any) -> int:
-        return await ShellSession(channel, notice=notice).run()
-
-    return run_session(aws, info, body)
-
-
-def _stdio(aws: Any, info: Any) -> int:
-    from ssmshell.runner import notice, run_session
-    from ssmshell.sessions.proxy import StdioSession
-
-    async def body(channel: Any) -> int:
-        return await StdioSession(channel, notice=notice).run()
-
-    return run_session(aws, info, body)
-
-
-def _port(aws: Any, info: Any, parameters: dict[str, Any]) -> int:
-    import asyncio
-
-    from ssmshell.runner import guarded, make_channel, notice
-    from ssmshell.sessions.ports import Listen, PortSession
+def _port(aws: Any, info: Any, parameters: dict[str, Any], options: Any) -> int:
+    from ssmshell.runner import run_forwards
+    from ssmshell.sessions.ports import Listen
 
     socket_path = _first(parameters, "localUnixSocket")
     local = _first(parameters, "localPortNumber") or "0"
@@ -163,16 +142,4 @@ def _port(aws: Any, info: Any, parameters: dict[str, Any]) -> int:
         print(f"{what} opened for sessionId {info.session_id}.\nWaiting for connections...",
               flush=True)
 
-    async def main() -> int:
-        session = PortSession(make_channel(aws, info), listen, notice=notice, on_ready=ready)
-        try:
-            return await guarded(session.run())
-        finally:
-            with contextlib.suppress(Exception):
-                await session.terminate()
-            await asyncio.to_thread(aws.terminate_session, info.session_id)
-
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        return 0
+    return run_forwards(aws, [(info, listen, ready)], options)

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ssmshell.aws.api import Aws, SessionInfo
 from ssmshell.channel import Channel, ChannelError, ChannelOptions, ConnectError, Resumed
 from ssmshell.errors import Exit, UserError
+
+if TYPE_CHECKING:
+    from ssmshell.sessions.ports import Listen
 
 T = TypeVar("T")
 
@@ -131,3 +135,73 @@ def exit_for(message: str) -> int:
     if "resume" in lowered or "connection" in lowered:
         return Exit.CONNECTION_LOST
     return Exit.PROTOCOL
+
+
+def channel_options(debug: bool = False) -> ChannelOptions:
+    """Channel tunables; ``SSMSHELL_CONNECT_TIMEOUT``, ``SSMSHELL_RESUME_BUDGET`` and
+    ``SSMSHELL_PING_INTERVAL`` (seconds) override the websocket open timeout, the total
+    time spent resuming, and the keep-alive ping interval (= pong deadline)."""
+    options = ChannelOptions(debug=debug)
+    for name, attr in (("SSMSHELL_CONNECT_TIMEOUT", "open_timeout"),
+                       ("SSMSHELL_RESUME_BUDGET", "resume_budget"),
+                       ("SSMSHELL_PING_INTERVAL", "ping_interval"),
+                       ("SSMSHELL_PING_INTERVAL", "ping_timeout")):
+        value = os.environ.get(name)
+        if value:
+            try:
+                setattr(options, attr, float(value))
+            except ValueError:
+                raise UserError(f"{name} must be a number of seconds, not {value!r}",
+                                Exit.USAGE) from None
+    return options
+
+
+def run_shell(aws: Aws, info: SessionInfo, options: ChannelOptions) -> int:
+    """An interactive (or command) session on the local terminal; the remote status."""
+    from ssmshell.sessions.shell import ShellSession
+
+    async def body(channel: Channel) -> int:
+        return await ShellSession(channel, notice=notice).run()
+
+    return run_session(aws, info, body, options)
+
+
+def run_stdio(aws: Aws, info: SessionInfo, options: ChannelOptions) -> int:
+    """A standard-stream Port session on stdin/stdout (ssh's ProxyCommand)."""
+    from ssmshell.sessions.proxy import StdioSession
+
+    async def body(channel: Channel) -> int:
+        return await StdioSession(channel, notice=notice).run()
+
+    return run_session(aws, info, body, options)
+
+
+def run_forwards(aws: Aws, forwards: list[tuple[SessionInfo, Listen, Callable[[str], None]]],
+                 options: ChannelOptions) -> int:
+    """Port sessions, each behind a local listener (``on_ready`` gets the bound
+    address), until one ends or Ctrl-C; every session is then terminated."""
+    from ssmshell.sessions.ports import PortSession
+
+    async def main() -> int:
+        sessions = [PortSession(make_channel(aws, info, options), listen, notice=notice,
+                                on_ready=on_ready) for info, listen, on_ready in forwards]
+        tasks = [asyncio.create_task(s.run()) for s in sessions]
+
+        async def all_of_them() -> int:
+            return max(await asyncio.gather(*tasks))
+
+        try:
+            return await guarded(all_of_them())
+        finally:
+            for session in sessions:
+                with contextlib.suppress(Exception):
+                    await session.terminate()
+            for info, _, _ in forwards:
+                await asyncio.to_thread(aws.terminate_session, info.session_id)
+            for task in tasks:
+                task.cancel()
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
