@@ -30,9 +30,11 @@ from typing import Any
 import boto3
 import pytest
 
+from ssmshell.aws.documents import COMMAND_DOCUMENT
 from ssmshell.local.agent import AgentOptions
 from ssmshell.local.faults import Faults
 from ssmshell.local.server import LocalSessionManager
+from tests.conftest import free_port
 
 OFFICIAL = os.environ.get("SSMSHELL_OFFICIAL_PLUGIN") or shutil.which("session-manager-plugin")
 if OFFICIAL and Path(OFFICIAL).resolve().name.startswith("ssmshell"):
@@ -166,6 +168,7 @@ def test_shell_with_the_kms_challenge_required(plugin: str, sm: LocalSessionMana
     if child.expect_exact(["This session is encrypted using AWS KMS.", refused]) == 0:
         shell_round_trip(child)
     else:
+        assert plugin == OFFICIAL, "ssmshell acknowledges the challenge"
         child.expect(pexpect.EOF)
 
 
@@ -193,16 +196,22 @@ def test_ecs_exec_with_kms(plugin: str, sm: LocalSessionManager, tmp_path: Path)
     shell_round_trip(child)
 
 
-def test_non_interactive_command(plugin: str, sm: LocalSessionManager, tmp_path: Path) -> None:
+@pytest.mark.parametrize("document", ["AWS-StartNonInteractiveCommand", COMMAND_DOCUMENT])
+def test_non_interactive_command(plugin: str, sm: LocalSessionManager, tmp_path: Path,
+                                 document: str) -> None:
+    """Output either way; with separate streams (ssmshell's own document) the agent
+    also sends the exit code, which ssmshell returns (the official plugin exits 0)."""
     import pexpect
 
-    request = {"Target": INSTANCE, "DocumentName": "AWS-StartNonInteractiveCommand",
+    request = {"Target": INSTANCE, "DocumentName": document,
                "Parameters": {"command": ["echo to-stdout; echo to-stderr >&2; exit 3"]}}
     child = spawn(plugin, sm, tmp_path, start(sm, **request), request)
     child.expect(pexpect.EOF)
     child.close()
     text = (tmp_path / "plugin-output.txt").read_text()
     assert "to-stdout" in text and "to-stderr" in text
+    if plugin != OFFICIAL:
+        assert child.exitstatus == (3 if document == COMMAND_DOCUMENT else 0)
 
 
 @pytest.mark.parametrize("kms", [False, True], ids=["plain", "kms"])
@@ -236,33 +245,6 @@ def test_shell_resumes_after_the_websocket_is_cut(plugin: str, sm: LocalSessionM
     assert session.connections >= 3  # two cuts, two resumes
 
 
-def _echo_server() -> tuple[int, socket.socket]:
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-
-            def echo(conn: socket.socket = conn) -> None:
-                with conn:
-                    while data := conn.recv(65536):
-                        conn.sendall(data)
-
-            threading.Thread(target=echo, daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server.getsockname()[1], server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _round_trip(port: int, size: int) -> bool:
     data = os.urandom(size)
     got = bytearray()
@@ -279,22 +261,23 @@ def _round_trip(port: int, size: int) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["smux", "basic", "remote-host"])
-def test_port_forward(plugin: str, sm: LocalSessionManager, tmp_path: Path, mode: str) -> None:
+def test_port_forward(plugin: str, sm: LocalSessionManager, tmp_path: Path, mode: str,
+                      echo_port: int) -> None:
     """smux with 8 concurrent connections (new agents), basic with one at a time
     (an agent at or below 3.0.196.0, §11.1), and smux to a remote host."""
     import pexpect
 
     if mode == "basic":
         sm.gateway.options.agent_version = "3.0.161.0"
-    port, server = _echo_server()
-    local = _free_port()
+    local = free_port()
     request: dict[str, Any] = {
         "Target": INSTANCE, "DocumentName": "AWS-StartPortForwardingSession",
-        "Parameters": {"portNumber": [str(port)], "localPortNumber": [str(local)]}}
+        "Parameters": {"portNumber": [str(echo_port)], "localPortNumber": [str(local)]}}
     if mode == "remote-host":
         request["DocumentName"] = "AWS-StartPortForwardingSessionToRemoteHost"
         request["Parameters"]["host"] = ["localhost"]
-    child = spawn(plugin, sm, tmp_path, start(sm, **request), request)
+    response = start(sm, **request)
+    child = spawn(plugin, sm, tmp_path, response, request)
     try:
         child.expect_exact(f"Port {local} opened for sessionId")
         time.sleep(0.3)
@@ -310,24 +293,24 @@ def test_port_forward(plugin: str, sm: LocalSessionManager, tmp_path: Path, mode
         child.sendintr()
         child.expect(pexpect.EOF)
     finally:
-        server.close()
         child.close(force=True)
-    # Ctrl-C makes the plugin call TerminateSession on the endpoint it was given.
+    # Ctrl-C makes the plugin call TerminateSession on the endpoint it was given (a
+    # plugin that just went away would leave the agent waiting for a resume).
     deadline = time.monotonic() + 5
-    while sm.gateway.sessions and time.monotonic() < deadline:
+    while (session := sm.gateway.sessions.get(response["SessionId"])) is not None \
+            and not session.ended.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(s.record.session_id in (tmp_path / "plugin-output.txt").read_text()
-                   and not s.ended.is_set() for s in sm.gateway.sessions.values())
+    assert session is None or session.ended.is_set()
 
 
-def test_ssh_style_stdio_forwarding(plugin: str, sm: LocalSessionManager, tmp_path: Path) -> None:
+def test_ssh_style_stdio_forwarding(plugin: str, sm: LocalSessionManager, tmp_path: Path,
+                                    echo_port: int) -> None:
     """AWS-StartSSHSession (a Port session without ``type``): the plugin carries its
     stdin/stdout, as under ``ssh -o ProxyCommand``."""
     import subprocess
 
-    port, server = _echo_server()
     request = {"Target": INSTANCE, "DocumentName": "AWS-StartSSHSession",
-               "Parameters": {"portNumber": [str(port)]}}
+               "Parameters": {"portNumber": [str(echo_port)]}}
     session = {k: v for k, v in start(sm, **request).items() if k != "ResponseMetadata"}
     proc = subprocess.Popen(
         [plugin, json.dumps(session), sm.region, "StartSession", "", json.dumps(request),
@@ -353,7 +336,6 @@ def test_ssh_style_stdio_forwarding(plugin: str, sm: LocalSessionManager, tmp_pa
         banner = f"\nStarting session with SessionId: {session['SessionId']}\n".encode()
         assert bytes(got) == (banner + data if plugin == OFFICIAL else data)
     finally:
-        server.close()
         proc.kill()
         proc.wait(10)
 

@@ -6,32 +6,9 @@ import re
 import signal
 import socket
 import subprocess
-import threading
-from collections.abc import Iterator
-
-import pytest
 
 from ssmshell.local.server import LocalSessionManager
 from tests.conftest import ssmshell_argv
-
-
-@pytest.fixture
-def echo_port() -> Iterator[int]:
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
 
 
 def test_port_forward_to_ecs_task(local_sm: LocalSessionManager, cli_env: dict[str, str],

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from ssmshell.local.server import LocalSessionManager
-from tests.conftest import ssmshell_argv
+from tests.conftest import free_port, ssmshell_argv
 
 INSTANCE = "i-0123456789abcdef0"
 TIMEOUT = 60
@@ -53,12 +53,6 @@ class Sshd:
     key: Path
     user: str
     sftp: bool
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
