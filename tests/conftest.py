@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,26 +40,32 @@ def cli_env(local_sm: LocalSessionManager, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def echo_port() -> Iterator[int]:
-    """A TCP echo server on 127.0.0.1 (a thread per connection); yields its port."""
-    server = socket.create_server(("127.0.0.1", 0))
+def serve_threads(server: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Accept on ``server`` in a daemon thread, each connection handled in a thread of
+    its own, until the socket is closed."""
 
-    def serve() -> None:
+    def accept() -> None:
         while True:
             try:
                 conn, _ = server.accept()
             except OSError:
                 return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
-            def echo(conn: socket.socket = conn) -> None:
-                with conn:
-                    while data := conn.recv(65536):
-                        conn.sendall(data)
+    threading.Thread(target=accept, daemon=True).start()
 
-            threading.Thread(target=echo, daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A TCP echo server on 127.0.0.1 (a thread per connection); yields its port."""
+
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    server = socket.create_server(("127.0.0.1", 0))
+    serve_threads(server, echo)
     yield server.getsockname()[1]
     server.close()
 

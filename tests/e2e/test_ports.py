@@ -33,7 +33,7 @@ from ssmshell.protocol import message as m
 from ssmshell.protocol.payloads import Acknowledge, PayloadType
 from ssmshell.runner import make_channel
 from ssmshell.sessions.ports import Listen, PortSession
-from tests.conftest import ssmshell_argv
+from tests.conftest import serve_threads, ssmshell_argv
 
 INSTANCE = "i-0123456789abcdef0"
 TIMEOUT = 30
@@ -321,15 +321,7 @@ class TransferServer:
         self.reading = threading.Event()
         self.reading.set()
         self.pushed = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        serve_threads(self.sock, self._serve)
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:

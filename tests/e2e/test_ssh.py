@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from ssmshell.local.server import LocalSessionManager
-from tests.conftest import free_port, ssmshell_argv
+from tests.conftest import free_port, serve_threads, ssmshell_argv
 
 INSTANCE = "i-0123456789abcdef0"
 TIMEOUT = 60
@@ -211,15 +210,7 @@ class BannerServer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.banner, self.flood = banner, flood
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        serve_threads(self.sock, self._serve)
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
