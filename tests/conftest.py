@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -68,6 +69,19 @@ def echo_port() -> Iterator[int]:
     serve_threads(server, echo)
     yield server.getsockname()[1]
     server.close()
+
+
+async def echo_server(backlog: int = 100) -> tuple[asyncio.AbstractServer, int]:
+    """An asyncio TCP echo server on 127.0.0.1 in the running loop: (server, port)."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=backlog)
+    return server, server.sockets[0].getsockname()[1]
 
 
 def free_port() -> int:

@@ -33,7 +33,7 @@ from ssmshell.protocol import message as m
 from ssmshell.protocol.payloads import Acknowledge, PayloadType
 from ssmshell.runner import make_channel
 from ssmshell.sessions.ports import Listen, PortSession
-from tests.conftest import serve_threads, ssmshell_argv
+from tests.conftest import echo_server, serve_threads, ssmshell_argv
 
 INSTANCE = "i-0123456789abcdef0"
 TIMEOUT = 30
@@ -533,17 +533,6 @@ def client_order(channel: Any) -> list[str]:
     return seen
 
 
-async def echo_server() -> tuple[asyncio.AbstractServer, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=256)
-    return server, server.sockets[0].getsockname()[1]
-
-
 def test_two_hundred_port_sessions(local_sm: LocalSessionManager,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """200 port sessions, 20 at a time, each forwarding an echo; a quarter with frames
@@ -582,7 +571,7 @@ def test_two_hundred_port_sessions(local_sm: LocalSessionManager,
             await channel.close()
 
     async def main() -> list[BaseException | None]:
-        server, echo_port = await echo_server()
+        server, echo_port = await echo_server(backlog=256)
         limit = asyncio.Semaphore(parallel)
 
         async def bounded(n: int) -> BaseException | None:

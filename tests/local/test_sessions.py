@@ -24,6 +24,7 @@ from ssmshell.protocol import events as ev
 from ssmshell.protocol.payloads import PayloadType
 from ssmshell.runner import make_channel
 from ssmshell.sessions.ports import Listen, PortSession
+from tests.conftest import echo_server
 
 INSTANCE = "i-0123456789abcdef0"
 TIMEOUT = 30
@@ -232,17 +233,6 @@ def test_kms_decrypt_failure_fault(local_sm: LocalSessionManager,
 
 
 # ---------------------------------------------------------------------------- ports
-
-
-async def echo_server() -> tuple[asyncio.AbstractServer, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
 
 
 async def forward_and_echo(sm: LocalSessionManager, aws: Aws, payloads: list[bytes],
