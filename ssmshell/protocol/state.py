@@ -201,9 +201,9 @@ class DataChannel:
         self._pending: deque[tuple[int, bytes]] = deque()
         self._outbox: list[bytes] = []
         self._events: list[ev.Event] = []
-        #: Agent: what its handshake routine sends once the receive loop has acked the
-        #: message that completed a step (HandshakeComplete after the response).
-        self._after_ack: list[Callable[[], None]] = []
+        #: Agent: HandshakeComplete is due once the receive loop has acked the message
+        #: that completed the handshake (as the real agent's handshake routine sends it).
+        self._complete_after_ack = False
         self.rtt = INITIAL_RTT
         self.rttvar = 0.0
         self.rto = INITIAL_RTO
@@ -605,8 +605,9 @@ class DataChannel:
             return _Result.NOT_READY
         if result is _Result.CONSUMED and not ack_first and not buffered:
             self._ack(msg)
-        while self._after_ack:
-            self._after_ack.pop(0)()
+        if self._complete_after_ack:
+            self._complete_after_ack = False
+            self._send_complete()
         return result
 
     # ------------------------------------------------------------------ client handlers
@@ -732,7 +733,7 @@ class DataChannel:
             # handshake routine, which then sends HandshakeComplete: the ack goes
             # first. (The official plugin's mux port session crashes its listener if
             # anything arrives between HandshakeComplete and its streams being set.)
-            self._after_ack.append(self._send_complete)
+            self._complete_after_ack = True
             return _Result.CONSUMED
         if not isinstance(kms_result, dict) or not isinstance(
                 kms_result.get("KMSCipherTextKey"), str):
@@ -766,7 +767,7 @@ class DataChannel:
             self._events.append(ev.FrameDropped("wrong encryption challenge answer"))
             return _Result.NOT_READY
         self._customer_message = KMS_CUSTOMER_MESSAGE
-        self._after_ack.append(self._send_complete)  # after the ack, as above
+        self._complete_after_ack = True  # sent after the ack, as above
         return _Result.CONSUMED
 
     def _send_complete(self) -> None:
