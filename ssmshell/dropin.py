@@ -16,7 +16,8 @@ The session type follows the request: the port-forwarding documents (or a
 print the plugin's ``Port N opened for sessionId …`` / ``Waiting for
 connections...`` lines on stdout, as scripts expect; ``AWS-StartSSHSession`` (a
 ``portNumber`` without a local side) bridges stdin/stdout; everything else is an
-interactive session whose exit status is the remote one.
+interactive session whose exit status is the remote one when the agent sends it
+(documents with separate output streams).
 """
 
 from __future__ import annotations
