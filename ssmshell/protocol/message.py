@@ -18,6 +18,7 @@ Layout (big-endian)::
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import uuid
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ MESSAGE_TYPE_LENGTH = 32
 SCHEMA_VERSION = 1
 
 _FIXED = struct.Struct(">I32sIQqQ16s32s")  # HeaderLength .. PayloadDigest, 112 bytes
+#: HeaderLength .. PayloadLength of a 116-byte header: every frame we make.
+_HEADER = struct.Struct(">I32sIQqQ16s32sII")
 _TAIL = struct.Struct(">II")  # PayloadType, PayloadLength
 _U32 = struct.Struct(">I")
 _EMPTY_DIGEST = hashlib.sha256(b"").digest()
@@ -56,6 +59,41 @@ _EMPTY_DIGEST = hashlib.sha256(b"").digest()
 def _swap_halves(b: bytes) -> bytes:
     """Swap the two 8-byte halves of a 16-byte MessageId (§4.2.7); its own inverse."""
     return b[8:16] + b[0:8]
+
+
+def wire_id(message_id: uuid.UUID) -> bytes:
+    """A MessageId as the 16 bytes on the wire (halves swapped, §4.2.7)."""
+    return _swap_halves(message_id.bytes)
+
+
+def random_id() -> bytes:
+    """A new random (version 4) MessageId in wire order, made without a UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[14] = raw[14] & 0x0F | 0x40  # version 4: byte 6 of the UUID, 14 on the wire
+    raw[0] = raw[0] & 0x3F | 0x80  # RFC 4122 variant: byte 8 of the UUID, 0 on the wire
+    return bytes(raw)
+
+
+def type_field(message_type: str, pad: bytes = b" ") -> bytes:
+    """The 32-byte MessageType field (§4.2.2)."""
+    return message_type.encode("ascii").ljust(MESSAGE_TYPE_LENGTH, pad)
+
+
+def frame(message_type: bytes, sequence_number: int, flags: int, message_id: bytes,
+          payload_type: int, payload: bytes, created_date: int) -> bytes:
+    """One frame with a 116-byte header, from fields known to be valid.
+
+    This is the send path of :class:`~ssmshell.protocol.state.DataChannel`, kept to
+    a handful of calls because it runs for every keystroke (docs/PERFORMANCE.md).
+    It makes the same bytes as :func:`encode` (the vector tests check both).
+
+    Args:
+        message_type: the 32-byte field, see :func:`type_field`.
+        message_id: in wire order, see :func:`wire_id` and :func:`random_id`.
+    """
+    return _HEADER.pack(HEADER_LENGTH, message_type, SCHEMA_VERSION, created_date,
+                        sequence_number, flags, message_id, hashlib.sha256(payload).digest(),
+                        payload_type, len(payload)) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +154,7 @@ def encode(message: Message, *, nul_padded: bool = False) -> bytes:
             message.created_date,
             message.sequence_number,
             message.flags,
-            _swap_halves(message.message_id.bytes),
+            wire_id(message.message_id),
             message.payload_digest,
         )
         if message.header_length == HEADER_LENGTH:

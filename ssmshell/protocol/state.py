@@ -86,6 +86,9 @@ _HANDSHAKE_TYPES = frozenset({
 })
 
 
+_ACKNOWLEDGE_TYPE = m.type_field(m.ACKNOWLEDGE)
+
+
 class Role(str, enum.Enum):
     """Which end of the data channel this object plays."""
 
@@ -127,7 +130,7 @@ class DataChannel:
         clock: monotonic seconds; drives RTT/RTO and timeouts.
         wall_clock_ms: milliseconds since the epoch for CreatedDate.
         random_bytes: randomness for challenges and nonces.
-        new_uuid: MessageId source.
+        new_uuid: MessageId source (default: random version 4 ids).
         client_version: the ClientVersion we send (client) — never the package version.
         agent_version: the AgentVersion we send (agent).
         window: most unacked stream messages in flight; beyond it data waits
@@ -150,7 +153,7 @@ class DataChannel:
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         random_bytes: Callable[[int], bytes] | None = None,
-        new_uuid: Callable[[], uuid.UUID] = uuid.uuid4,
+        new_uuid: Callable[[], uuid.UUID] | None = None,
         client_version: str = CLIENT_VERSION,
         agent_version: str = AGENT_VERSION,
         window: int = DEFAULT_WINDOW,
@@ -170,7 +173,11 @@ class DataChannel:
         self._clock = clock
         self._wall_clock_ms = wall_clock_ms
         self._random = random_bytes or os.urandom
-        self._new_uuid = new_uuid
+        #: MessageIds in wire order.
+        self._new_id: Callable[[], bytes] = m.random_id if new_uuid is None else (
+            lambda: m.wire_id(new_uuid()))
+        self._stream_type = m.type_field(
+            m.INPUT_STREAM_DATA if role is Role.CLIENT else m.OUTPUT_STREAM_DATA)
         self.client_version = client_version if role is Role.CLIENT else ""
         self.agent_version = agent_version if role is Role.AGENT else ""
         self.window = window
@@ -846,19 +853,9 @@ class DataChannel:
         if self.cipher is not None and self.cipher.encrypts(payload_type):
             payload = self.cipher.encrypt(payload)
         seq = self._out_seq
-        if self.role is Role.CLIENT:
-            message_type, flags = m.INPUT_STREAM_DATA, 0
-        else:
-            message_type, flags = m.OUTPUT_STREAM_DATA, (m.FLAG_SYN if seq == 0 else 0)
-        frame = m.Message(
-            message_type=message_type,
-            sequence_number=seq,
-            flags=flags,
-            message_id=self._new_uuid(),
-            payload_type=payload_type,
-            payload=payload,
-            created_date=self._wall_clock_ms(),
-        ).encode()
+        flags = m.FLAG_SYN if seq == 0 and self.role is Role.AGENT else 0
+        frame = m.frame(self._stream_type, seq, flags, self._new_id(), payload_type, payload,
+                        self._wall_clock_ms())
         self._out_seq += 1
         self._unacked[seq] = _Outgoing(frame, self._clock())
         if self.connected:
@@ -869,13 +866,6 @@ class DataChannel:
             return
         payload = Acknowledge(msg.message_type, str(msg.message_id),
                               msg.sequence_number).to_bytes()
-        self._outbox.append(m.Message(
-            message_type=m.ACKNOWLEDGE,
-            sequence_number=0,
-            flags=m.FLAGS_ACK,
-            message_id=self._new_uuid(),
-            payload_type=PayloadType.NONE,
-            payload=payload,
-            created_date=self._wall_clock_ms(),
-        ).encode())
+        self._outbox.append(m.frame(_ACKNOWLEDGE_TYPE, 0, m.FLAGS_ACK, self._new_id(),
+                                    PayloadType.NONE, payload, self._wall_clock_ms()))
 

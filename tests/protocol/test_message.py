@@ -58,6 +58,27 @@ def test_vector_encodes_from_fields_byte_for_byte(vector: dict[str, Any]) -> Non
     assert msg.encode().hex() == vector["hex"]
 
 
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_vector_from_the_send_path_byte_for_byte(vector: dict[str, Any]) -> None:
+    """m.frame, which DataChannel sends with, makes the official client's bytes too."""
+    fields = vector["fields"]
+    assert fields["HeaderLength"] == m.HEADER_LENGTH
+    frame = m.frame(m.type_field(fields["MessageType"]), fields["SequenceNumber"],
+                    fields["Flags"], m.wire_id(uuid.UUID(fields["MessageId"])),
+                    fields["PayloadType"], bytes.fromhex(fields["PayloadHex"]),
+                    fields["CreatedDate"])
+    assert frame.hex() == vector["hex"]
+
+
+def test_random_ids_are_version_4_uuids() -> None:
+    ids = {m.random_id() for _ in range(200)}
+    assert len(ids) == 200
+    for raw in ids:
+        mid = uuid.UUID(bytes=raw[8:] + raw[:8])
+        assert mid.version == 4
+        assert mid.variant == uuid.RFC_4122
+
+
 SPEC_ACK_HEX = (  # PROTOCOL.md §18.1
     "0000007461636b6e6f776c65646765202020202020202020202020202020202020202020000000010000018b"
     "cfe5680000000000000000000000000000000003a16570867728950e0f8fad5bd9cb469fbb487a3f076aac75"
@@ -207,3 +228,5 @@ def test_roundtrip(kind: str, seq: int, flags: int, mid: uuid.UUID, ptype: int, 
                    created: int) -> None:
     msg = m.Message(kind, seq, flags, mid, ptype, payload, created)
     assert m.decode(msg.encode()) == msg
+    assert m.frame(m.type_field(kind), seq, flags, m.wire_id(mid), ptype, payload,
+                   created) == msg.encode()

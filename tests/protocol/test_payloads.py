@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ssmshell.protocol import message as m
 from ssmshell.protocol.errors import PayloadError
@@ -180,6 +182,23 @@ def test_acknowledge_vectors(name: str) -> None:
         expected["AcknowledgedMessageSequenceNumber"])
     assert ack.is_sequential_message is True
     assert ack.to_bytes() == payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.integers(-2**63, 2**63 - 1), st.booleans())
+def test_acknowledge_fast_paths_agree_with_json(kind: str, mid: str, seq: int,
+                                                sequential: bool) -> None:
+    """to_bytes formats directly and from_bytes matches the canonical form by regex;
+    both must give exactly what the json module gives."""
+    ack = Acknowledge(kind, mid, seq, sequential)
+    by_json = json.dumps({"AcknowledgedMessageType": kind, "AcknowledgedMessageId": mid,
+                          "AcknowledgedMessageSequenceNumber": seq,
+                          "IsSequentialMessage": sequential},
+                         separators=(",", ":"), ensure_ascii=False).encode()
+    assert ack.to_bytes() == by_json
+    assert Acknowledge.from_bytes(by_json) == ack
+    spaced = json.dumps(json.loads(by_json), indent=1).encode()  # not canonical: json path
+    assert Acknowledge.from_bytes(spaced) == ack
 
 
 def test_acknowledge_only_sequence_number_is_required() -> None:  # §5.2
