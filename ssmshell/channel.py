@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,11 @@ MAX_QUEUED_EVENTS = 256
 STALL_POLL = 0.005
 #: Consecutive undecodable frames after which the peer is taken to be broken.
 MAX_BAD_FRAMES = 64
+#: Bytes waiting in the socket's write buffer beyond which senders wait.
+WRITE_HIGH = 256 * 1024
+
+#: A sink for stream data: writes what it can without waiting and returns the rest.
+Sink = Callable[[ev.StreamData], bytes]
 
 
 @dataclass(slots=True)
@@ -89,6 +95,14 @@ class ChannelOptions:
 
 class Channel:
     """A client data channel on one websocket, resumable.
+
+    Frames are handled as they come off the socket (in the websocket's
+    ``data_received``) and written as soon as the protocol core makes them, so a
+    keystroke or its echo crosses no task switch: on a machine where waking up is
+    dear, every hop shows in the echo latency (docs/PERFORMANCE.md). What has to
+    wait goes through a task instead, in order: the KMS call of the handshake
+    (frames that arrive meanwhile wait in an inbox), and stream data while the
+    session is still busy with earlier events.
 
     Args:
         stream_url: StreamUrl from StartSession / ExecuteCommand, used as is.
@@ -124,9 +138,15 @@ class Channel:
             window=self.options.window, kms_challenge=self.options.kms_challenge,
             handshake_timeout=self.options.handshake_timeout,
         )
+        #: Where stream data goes when the session is idle (see :meth:`events`).
+        self.sink: Sink | None = None
         self._ws: Any = None
         self._events: asyncio.Queue[ev.Event | BaseException] = asyncio.Queue()
-        self._send_lock = asyncio.Lock()
+        self._consumer_waiting = False
+        self._inbox: deque[bytes] = deque()
+        self._busy = False
+        self._reading_paused = False
+        self._failed = False
         self._writable = asyncio.Event()
         self._writable.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -160,12 +180,15 @@ class Channel:
                 max_size=MAX_FRAME,
                 max_queue=64,
                 user_agent_header=None,
+                create_connection=_connection_class(),
             ), self.options.open_timeout + 1)
         except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
             raise ConnectError(f"cannot reach the data channel at {_host(url)}: "
                                f"{_why(exc)}") from None
         except Exception as exc:  # websockets' InvalidHandshake family, InvalidURI
             raise ConnectError(f"websocket refused at {_host(url)}: {_why(exc)}") from None
+        self._ws.on_binary = self._on_frame
+        self._reading_paused = False
         opener = OpenDataChannel(
             request_id=str(uuid.uuid4()), token_value=token, client_id=CLIENT_ID,
             client_version=CLIENT_VERSION)
@@ -182,19 +205,28 @@ class Channel:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._ws is not None:
+            self._ws.on_binary = None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 1.0)
 
     async def events(self) -> AsyncIterator[ev.Event]:
         """The protocol events for the session, in order.
 
+        While the caller waits here with nothing queued, :class:`StreamData` goes
+        to :attr:`sink` (when set) instead of through this iterator.
         The iteration ends after :class:`~ssmshell.protocol.events.ChannelClosed`.
 
         Raises:
             ChannelError: a fatal error (handshake failed, resume gave up, …).
         """
         while True:
-            item = await self._events.get()
+            self._consumer_waiting = True
+            try:
+                item = await self._events.get()
+            finally:
+                self._consumer_waiting = False
+            if self._reading_paused and self._events.qsize() <= MAX_QUEUED_EVENTS // 2:
+                self._set_reading(True)
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -211,19 +243,36 @@ class Channel:
             await asyncio.sleep(STALL_POLL)
         self._check()
         self.dc.send_output(data)
-        await self._flush()
+        self._flush()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):  # a drop: the reader resumes
+                await ws.drain()
+
+    def send_output_now(self, data: bytes) -> bool:
+        """Send user bytes at once if nothing needs waiting for; False if the caller
+        must use :meth:`send_output` instead (window full, peer stalled, no socket,
+        a full socket buffer)."""
+        ws = self._ws
+        if not self._writable.is_set() or self.dc.peer_stalled or ws is None or \
+                ws.transport.get_write_buffer_size() > WRITE_HIGH:
+            return False
+        self._check()
+        self.dc.send_output(data)
+        self._flush()
+        return True
 
     async def send_size(self, cols: int, rows: int) -> None:
         """Send a terminal size (§9.4)."""
         self._check()
         self.dc.send_size(cols, rows)
-        await self._flush()
+        self._flush()
 
     async def send_flag(self, flag: int) -> None:
         """Send a Flag (§4.5)."""
         self._check()
         self.dc.send_flag(flag)
-        await self._flush()
+        self._flush()
 
     def set_accepting(self, accepting: bool) -> None:
         """Gate in-order data (§6.4 "not ready"): while closed nothing is acked, so the
@@ -245,27 +294,137 @@ class Channel:
         if self.dc.state is State.ERROR:
             raise ChannelError(self.dc.error or "data channel failed")
 
-    async def _flush(self) -> None:
-        async with self._send_lock:
-            frames = self.dc.data_to_send()
-            ws = self._ws
-            if ws is None:
-                return
-            for frame in frames:
-                if self.options.debug:
-                    _log_header("send", frame)
-                try:
-                    await ws.send(frame)
-                except Exception:  # the reader notices the drop and resumes
-                    return
+    def _flush(self) -> None:
+        """Write what the protocol core has queued, now. The socket buffers what it
+        cannot take; bulk senders then wait in :meth:`send_output`."""
+        frames = self.dc.data_to_send()
+        ws = self._ws
+        if frames and ws is not None:
+            try:
+                for frame in frames:
+                    if self.options.debug:
+                        _log_header("send", frame)
+                    ws.protocol.send_binary(frame)
+                ws.send_data()
+            except Exception:  # closing or closed: the reader notices and resumes
+                log.debug("frames not written: the websocket is closing")
         if self.dc.writable:
             self._writable.set()
         else:
             self._writable.clear()
 
+    # ------------------------------------------------------------------ receiving
+
+    def _on_frame(self, frame: bytes) -> None:
+        """A binary websocket message, straight from the socket's ``data_received``."""
+        if self._busy or self._inbox:
+            self._inbox.append(frame)
+        else:
+            self._handle(frame)
+
+    def _handle(self, frame: bytes) -> None:
+        if self._failed or self.dc.state is State.CLOSED:
+            return
+        if self.options.debug:
+            _log_header("recv", frame)
+        try:
+            self.dc.receive_frame(frame)
+            self._dispatch(self.dc.next_events())
+        except ProtocolError as exc:
+            self._fail(ChannelError(str(exc)))
+        except ChannelError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug; it must not reach the websocket's data_received
+            log.debug("frame handling failed", exc_info=True)
+            self._fail(ChannelError(f"internal error: {type(exc).__name__}: {_why(exc)}"))
+        self._flush()
+
+    def _dispatch(self, events: list[ev.Event]) -> None:
+        if not any(isinstance(e, ev.FrameDropped) for e in events):
+            self._bad_frames = 0
+        for index, event in enumerate(events):
+            if isinstance(event, ev.StreamData):
+                self._deliver(event)
+            elif isinstance(event, ev.DataKeyRequested):
+                self._busy = True  # frames wait in the inbox until the KMS call is done
+                self._tasks.append(asyncio.get_running_loop().create_task(
+                    self._answer_data_key(event, events[index + 1:])))
+                return
+            elif isinstance(event, ev.FrameDropped):
+                log.debug("frame dropped: %s", event.reason)
+                self._bad_frames += 1
+                if self._bad_frames >= MAX_BAD_FRAMES:
+                    raise ProtocolError(f"the peer sent {self._bad_frames} undecodable frames "
+                                        f"in a row (last: {event.reason})")
+            elif isinstance(event, ev.HandshakeFailed):
+                self._flush()
+                raise ChannelError(f"handshake failed: {event.reason}")
+            else:
+                if isinstance(event, ev.ChannelClosed):
+                    self.closed_reason = event.output
+                self._events.put_nowait(event)
+        if not self._reading_paused and self._events.qsize() > MAX_QUEUED_EVENTS:
+            # A slow consumer (a local reader that does not read) stops us reading the
+            # websocket: back-pressure through TCP to the agent, instead of acking
+            # and queueing without bound.
+            self._set_reading(False)
+
+    def _deliver(self, event: ev.StreamData) -> None:
+        """Stream data to the sink when the session is idle (nothing can overtake it),
+        else through the event queue."""
+        if self.sink is not None and self._consumer_waiting and self._events.empty():
+            rest = self.sink(event)
+            if not rest:
+                return
+            event = ev.StreamData(event.payload_type, rest)
+        self._events.put_nowait(event)
+
+    def _set_reading(self, reading: bool) -> None:
+        self._reading_paused = not reading
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                if reading:
+                    ws.transport.resume_reading()
+                else:
+                    ws.transport.pause_reading()
+
+    def _fail(self, exc: ChannelError) -> None:
+        if not self._failed:
+            self._failed = True
+            self._events.put_nowait(exc)
+
+    async def _answer_data_key(self, event: ev.DataKeyRequested, rest: list[ev.Event]) -> None:
+        try:
+            if self._data_key is None:
+                self.dc.reject_data_key("no KMS access configured")
+                self._flush()
+                raise ChannelError(
+                    "the session requires KMS encryption but no KMS client is set")
+            try:
+                plaintext, blob = await self._data_key(event.kms_key_id,
+                                                       event.encryption_context)
+            except ChannelError as exc:
+                self.dc.reject_data_key(str(exc))
+                self._flush()
+                raise
+            self.dc.provide_data_key(plaintext, blob)
+            self._dispatch(rest + self.dc.next_events())
+        except ProtocolError as exc:
+            self._fail(ChannelError(str(exc)))
+        except ChannelError as exc:
+            self._fail(exc)
+        finally:
+            self._busy = False
+        self._flush()
+        while self._inbox and not self._busy:
+            self._handle(self._inbox.popleft())
+
     # ------------------------------------------------------------------ tasks
 
     async def _reader(self) -> None:
+        """Waits for the websocket to drop, and resumes. Binary messages are handled
+        in :meth:`_on_frame`; only text (and fragmented) ones come through here."""
         try:
             while True:
                 try:
@@ -273,72 +432,21 @@ class Channel:
                         if isinstance(frame, str):
                             log.debug("unexpected text frame ignored")  # §3.3
                             continue
-                        if self.options.debug:
-                            _log_header("recv", frame)
-                        await self._receive(frame)
-                        # A slow consumer (a local reader that does not read) stops us
-                        # reading the websocket: back-pressure through TCP to the agent,
-                        # instead of acking and queueing without bound.
-                        while self._events.qsize() > MAX_QUEUED_EVENTS:
-                            await asyncio.sleep(STALL_POLL)
-                        if self.dc.state is State.CLOSED:
-                            return
-                except ProtocolError:
-                    raise
+                        self._on_frame(frame)
                 except Exception as exc:  # ConnectionClosed and friends
                     log.debug("websocket dropped: %s", type(exc).__name__)
                     sent = getattr(exc, "sent", None)
                     if getattr(sent, "code", None) == 1009:
                         raise ProtocolError(f"the peer sent a websocket message larger than "
                                             f"{MAX_FRAME} bytes") from None
-                if self._closing or self.dc.state in (State.CLOSED, State.ERROR):
+                if self._closing or self._failed or \
+                        self.dc.state in (State.CLOSED, State.ERROR):
                     return
                 await self._reconnect()
         except ChannelError as exc:
-            await self._events.put(exc)
+            self._fail(exc)
         except ProtocolError as exc:
-            await self._events.put(ChannelError(str(exc)))
-
-    async def _receive(self, frame: bytes) -> None:
-        self.dc.receive_frame(frame)
-        events = self.dc.next_events()
-        if not any(isinstance(e, ev.FrameDropped) for e in events):
-            self._bad_frames = 0
-        for event in events:
-            if isinstance(event, ev.DataKeyRequested):
-                await self._answer_data_key(event)
-            elif isinstance(event, ev.FrameDropped):
-                log.debug("frame dropped: %s", event.reason)
-                self._bad_frames += 1
-                if self._bad_frames >= MAX_BAD_FRAMES:
-                    raise ProtocolError(f"the peer sent {self._bad_frames} undecodable frames "
-                                        f"in a row (last: {event.reason})")
-                continue
-            elif isinstance(event, ev.HandshakeFailed):
-                await self._flush()
-                raise ChannelError(f"handshake failed: {event.reason}")
-            else:
-                if isinstance(event, ev.ChannelClosed):
-                    self.closed_reason = event.output
-                await self._events.put(event)
-        # Let the session write what arrived (an echo, say) before the acks go out:
-        # it is what a user waits for; the ack can follow a moment later.
-        await asyncio.sleep(0)
-        await self._flush()
-
-    async def _answer_data_key(self, event: ev.DataKeyRequested) -> None:
-        await self._flush()  # the ack goes out before the (slow) KMS call, §7.3
-        if self._data_key is None:
-            self.dc.reject_data_key("no KMS access configured")
-            await self._flush()
-            raise ChannelError("the session requires KMS encryption but no KMS client is set")
-        try:
-            plaintext, blob = await self._data_key(event.kms_key_id, event.encryption_context)
-        except ChannelError as exc:
-            self.dc.reject_data_key(str(exc))
-            await self._flush()
-            raise
-        self.dc.provide_data_key(plaintext, blob)
+            self._fail(ChannelError(str(exc)))
 
     async def _timer(self) -> None:
         """The resend scheduler (§6.5) and the handshake timeout (§7.6)."""
@@ -349,13 +457,13 @@ class Channel:
             await asyncio.sleep(delay + 0.001)
             self.dc.tick()
             if self.dc.state is State.ERROR:
-                await self._events.put(ChannelError(self.dc.error or "data channel failed"))
+                self._fail(ChannelError(self.dc.error or "data channel failed"))
                 return
             for event in self.dc.next_events():
                 if isinstance(event, ev.HandshakeFailed):
-                    await self._events.put(ChannelError(f"handshake failed: {event.reason}"))
+                    self._fail(ChannelError(f"handshake failed: {event.reason}"))
                     return
-            await self._flush()
+            self._flush()
 
     async def _reconnect(self) -> None:
         """Resume the session on a new websocket (§12), within ``resume_budget`` seconds."""
@@ -382,12 +490,40 @@ class Channel:
             else:
                 self.resumes += 1
                 self.dc.connection_made()
-                await self._flush()
+                self._flush()
+                if self._events.qsize() > MAX_QUEUED_EVENTS:
+                    self._set_reading(False)
                 self._status("")
                 return
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 5.0) * (0.75 + random.random() * 0.5)
         raise ChannelError(f"could not resume the session: {last}")
+
+
+_CONNECTION: Any = None
+
+
+def _connection_class() -> Any:
+    """websockets' client connection, handing each binary message to ``on_binary``
+    as it is parsed (``create_connection`` is websockets' hook for this)."""
+    global _CONNECTION
+    if _CONNECTION is None:
+        from websockets.asyncio.client import ClientConnection
+        from websockets.frames import Frame, Opcode
+
+        class _Connection(ClientConnection):  # type: ignore[misc]
+            on_binary: Callable[[bytes], None] | None = None
+
+            def process_event(self, event: Any) -> None:
+                handler = self.on_binary
+                if handler is not None and isinstance(event, Frame) and \
+                        event.opcode is Opcode.BINARY and event.fin:
+                    handler(bytes(event.data))
+                else:
+                    super().process_event(event)
+
+        _CONNECTION = _Connection
+    return _CONNECTION
 
 
 def _host(url: str) -> str:

@@ -22,7 +22,7 @@ class Exit(enum.IntEnum):
     TARGET_NOT_CONNECTED = 7
     EXEC_NOT_ENABLED = 8  #: ECS task without enableExecuteCommand, or its agent not running
     AMBIGUOUS_TARGET = 9  #: several candidates and no terminal for the picker
-    KMS_FAILED = 10  #: GenerateDataKey, context or challenge failure
+    KMS_FAILED = 10  #: GenerateDataKey (other than access denied), context or challenge
     UNREACHABLE = 11  #: the websocket (or an AWS endpoint) could not be reached
     CONNECTION_LOST = 12  #: the session's connection dropped and could not be resumed
     PROTOCOL = 13  #: the peer broke the protocol (bad handshake, undecryptable data, …)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ssmshell.channel import Channel, ChannelError
 from ssmshell.protocol import events as ev
 from ssmshell.protocol.payloads import PayloadType
-from ssmshell.sessions.stdio import Reader, write_all
+from ssmshell.sessions.stdio import READ_SIZE, Reader, write_all, write_now
 from ssmshell.tty import Terminal, terminal_size
 
 #: Sent on end of piped input so the remote shell sees end-of-file (Ctrl-D).
@@ -68,6 +68,7 @@ class ShellSession:
                 loop.add_signal_handler(signal.SIGWINCH, self._on_winch)
                 winch = True
             try:
+                self.channel.sink = self._sink
                 await self.channel.open()
                 async for event in self.channel.events():
                     await self._on_event(event)
@@ -113,6 +114,13 @@ class ShellSession:
                                    + (event.output or "no reason given"))
             self.close_reason = event.output
 
+    def _sink(self, event: ev.StreamData) -> bytes:
+        """Remote output while the session is idle: written at once, as it arrives."""
+        self._last_output = asyncio.get_running_loop().time()
+        self._wrote = True
+        fd = self.stderr if event.payload_type == PayloadType.STDERR else self.stdout
+        return write_now(fd, event.data)
+
     def _on_winch(self) -> None:
         if self._started:
             cols, rows = terminal_size()
@@ -125,12 +133,41 @@ class ShellSession:
     async def _pump_input(self) -> None:
         reader = Reader(self.stdin)
         while True:
-            data = await reader.read()
+            data = await (self._read_polled() if reader.pollable else reader.read())
             if not data:
                 if not self.terminal.is_tty:
                     await self._end_of_input()
                 return
             await self.channel.send_output(data)
+
+    async def _read_polled(self) -> bytes:
+        """Sends what stdin gives, straight from the readiness callback (no task
+        switch per keystroke), until something has to wait: returns that chunk
+        (window full, socket buffer full) or ``b""`` at end of input."""
+        loop = asyncio.get_running_loop()
+        waiting: asyncio.Future[bytes] = loop.create_future()
+
+        def on_readable() -> None:
+            try:
+                data = os.read(self.stdin, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # EIO on a vanished terminal: end of input
+                data = b""
+            try:
+                if data and self.channel.send_output_now(data):
+                    return
+            except Exception:  # raised again by send_output, in the task
+                pass
+            loop.remove_reader(self.stdin)
+            if not waiting.done():
+                waiting.set_result(data)
+
+        loop.add_reader(self.stdin, on_readable)
+        try:
+            return await waiting
+        finally:
+            loop.remove_reader(self.stdin)
 
     async def _end_of_input(self) -> None:
         """Piped input ended: pass end-of-file on as Ctrl-D (EOT).

@@ -27,16 +27,17 @@ class Reader:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
-        self._pollable = True
+        #: Whether the event loop can watch ``fd`` (else a thread reads it).
+        self.pollable = True
         try:
             self._loop.add_reader(fd, lambda: None)
             self._loop.remove_reader(fd)
         except (OSError, ValueError, NotImplementedError):
-            self._pollable = False
+            self.pollable = False
 
     async def read(self) -> bytes:
         """The next chunk; ``b""`` at end of file."""
-        if self._pollable:
+        if self.pollable:
             return await self._read_polled()
         if self._thread is None:
             self._thread = threading.Thread(target=self._pump, daemon=True,
@@ -77,6 +78,22 @@ class Reader:
 def _set_once(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def write_now(fd: int, data: bytes) -> bytes:
+    """Write what ``fd`` takes without waiting; returns the rest (``b""`` when all went).
+
+    An error leaves the rest for :func:`write_all`, which raises it where the caller
+    can handle it.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError:
+            break
+        view = view[written:]
+    return bytes(view)
 
 
 async def write_all(fd: int, data: bytes) -> None:
