@@ -28,6 +28,8 @@ from ssmshell.protocol.state import AGENT_VERSION, RESEND_INTERVAL, DataChannel,
 
 log = logging.getLogger("ssmshell.local.agent")
 
+#: Bytes waiting in the socket buffer beyond which output goes through the writer task.
+WRITE_HIGH = 256 * 1024
 PREPARE_TO_CLOSE = 2.0  # §14.2 PrepareToCloseChannel: wait ≤ 2 s for acks at the end
 
 
@@ -130,7 +132,8 @@ class AgentSession:
     def send(self, data: bytes, payload_type: int = PayloadType.OUTPUT) -> None:
         if self.dc.state is State.OPEN:
             self.dc.send_output(data, payload_type)
-            self._kick()
+            if not self._flush_now():
+                self._kick()
 
     def send_exit_code(self, code: int) -> None:
         if self.dc.state is State.OPEN:
@@ -304,7 +307,8 @@ class AgentSession:
             await self.finish(str(exc))
             return
         self._dispatch(self.dc.next_events())
-        await self._flush()
+        if not self._flush_now():
+            await self._flush()
         # A slow destination stops this reader (TCP back-pressure to the client),
         # as the real agent's smux receive buffer does (§10.4).
         room = getattr(self.plugin, "wait_input_room", None)
@@ -444,6 +448,28 @@ class AgentSession:
 
     def _kick(self) -> None:
         self._wake.set()
+
+    def _flush_now(self) -> bool:
+        """Write the queued frames at once, as the real agent does, when nothing sits
+        between the data channel and the socket: no faults on the link, no flush in
+        progress, room in the socket's buffer. False: :meth:`_flush` must do it."""
+        ws, link = self.ws, self._out_link
+        if ws is None or link is None or self._lock.locked() or self.faults.breaks_links \
+                or self.faults.hostile or ws in self._frozen \
+                or ws.transport.get_write_buffer_size() > WRITE_HIGH:
+            return False
+        frames = self.dc.data_to_send()
+        try:
+            for frame in frames:
+                ws.protocol.send_binary(frame)
+            ws.send_data()
+        except Exception:  # closing: the reader notices; unacked frames are resent
+            log.debug("frames not written: the websocket is closing")
+        link.stats["frames"] += len(frames)
+        self.frames_to_client += len(frames)
+        if self.dc.writable:
+            self._writable.set()
+        return True
 
     async def _flush(self) -> None:
         async with self._lock:
