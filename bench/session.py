@@ -715,31 +715,41 @@ def stamp(name): out.write(f"{time.monotonic()!r} {name}\n")
 atexit.register(stamp, "atexit handlers run (interpreter finalising)")
 import websockets.asyncio.connection as wsc
 import ssmshell.channel as ch, ssmshell.runner as rn, ssmshell.sessions.shell as sh
-import ssmshell.sessions.stdio as stdio
-read = stdio.Reader.read
-async def traced_read(self):
-    data = await read(self)
-    stamp("k:stdin")
-    return data
-stdio.Reader.read = traced_read
+import websockets.protocol as wsp
 def is_data(frame):  # a stream data message, not an acknowledge
     return isinstance(frame, (bytes, bytearray)) and bytes(frame[4:36]).rstrip(b" \0") in (
         b"input_stream_data", b"output_stream_data")
-send = wsc.Connection.send
-async def traced_send(self, message, *args, **kwargs):
-    data = is_data(message)
-    if data:
+send_now = ch.Channel.send_output_now
+def traced_send_now(self, data):
+    stamp("k:stdin")
+    return send_now(self, data)
+ch.Channel.send_output_now = traced_send_now
+sending = []
+send_binary = wsp.Protocol.send_binary
+def traced_send_binary(self, data, *args, **kwargs):
+    if is_data(data):
         stamp("k:ws.send called")
-    await send(self, message, *args, **kwargs)
-    if data:
+        sending.append(1)
+    return send_binary(self, data, *args, **kwargs)
+wsp.Protocol.send_binary = traced_send_binary
+send_data = wsc.Connection.send_data
+def traced_send_data(self):
+    send_data(self)
+    if sending:
+        sending.clear()
         stamp("k:ws.send returned")
-wsc.Connection.send = traced_send
-receive = ch.Channel._receive
-async def traced_receive(self, frame):
+wsc.Connection.send_data = traced_send_data
+on_frame = ch.Channel._on_frame
+def traced_on_frame(self, frame):
     if is_data(frame):
         stamp("k:frame from websocket")
-    await receive(self, frame)
-ch.Channel._receive = traced_receive
+    on_frame(self, frame)
+ch.Channel._on_frame = traced_on_frame
+write_now = sh.write_now
+def traced_write_now(fd, data):
+    stamp("k:stdout write")
+    return write_now(fd, data)
+sh.write_now = traced_write_now
 write_all = sh.write_all
 async def traced_write_all(fd, data):
     stamp("k:stdout write")
@@ -783,8 +793,8 @@ finally:
 #: data frames only (not acknowledgements).
 ECHO_STAGES = [
     ("ssmshell reads the key from its stdin (PTY)", "client", "k:stdin"),
-    ("ssmshell calls websocket send (frame encrypted, encoded)", "client", "k:ws.send called"),
-    ("ssmshell: websocket send returned", "client", "k:ws.send returned"),
+    ("ssmshell: frame encrypted, encoded, handed to websockets", "client", "k:ws.send called"),
+    ("ssmshell: websocket frame written to the socket", "client", "k:ws.send returned"),
     ("agent: frame decoded, decrypted; input written to the shell PTY", "server", "input"),
     ("agent: remote PTY echo read, Output queued", "server", "output"),
     ("ssmshell: Output frame from websocket", "client", "k:frame from websocket"),
