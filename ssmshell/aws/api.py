@@ -123,16 +123,17 @@ class Aws:
 
     def _fast_client(self) -> Any:
         """The client-free path for the session-time calls, when the setup allows
-        (:mod:`ssmshell.aws.fastpath`); credentials other than static keys come from
-        this object's boto3 session, so they are resolved once and refreshed."""
+        (:mod:`ssmshell.aws.fastpath`); credentials other than static keys and
+        ``credential_process`` come from this object's boto3 session, so they are
+        resolved once and refreshed."""
         if self._fast is _UNSET:
             from ssmshell.aws.fastpath import plan
 
             how = plan(self.profile, self._region, self.endpoint_url)
             if how is None:
                 self._fast = None
-            elif how.keys is not None:
-                self._fast = how.client()
+            elif how.keys is not None or how.process is not None:
+                self._fast = how.client()  # static keys, or ssmshell runs credential_process
             else:
                 try:
                     credentials = self.session.get_credentials()

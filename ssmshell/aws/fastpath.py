@@ -7,10 +7,12 @@ proxy, CA bundle, FIPS/dual-stack or configured endpoints, a standard-partition
 region) ssmshell signs them itself with SigV4. :func:`plan` says how:
 
 * static credentials from the environment or from the profile's section of the
-  shared credentials/config files: botocore is never imported;
-* any other credential source (SSO, assume-role, ``credential_process``, web
-  identity, container or instance metadata): boto3's session resolves (and
-  refreshes) the credentials, but no botocore client or service model is made;
+  shared credentials/config files, or a profile's ``credential_process``:
+  botocore is never imported (:class:`ProcessCredentials` runs the process as
+  botocore's provider does);
+* any other credential source (SSO, assume-role, web identity, container or
+  instance metadata): boto3's session resolves (and refreshes) the credentials,
+  but no botocore client or service model is made;
 * anything else: None, and boto3 does the work.
 """
 
@@ -23,9 +25,11 @@ import hmac
 import json
 import os
 import re
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 #: ``(service, operation)`` → the ``X-Amz-Target`` of the calls this module makes.
@@ -52,6 +56,9 @@ _INDIRECT = ("role_arn", "source_profile", "credential_source", "credential_proc
 #: botocore's chain (web identity).
 _ENV_INDIRECT = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
 ATTEMPTS = 3
+#: Process credentials are fetched again this long before they expire (botocore's
+#: advisory refresh).
+REFRESH_BEFORE = 15 * 60
 
 
 class FastCallError(Exception):
@@ -169,6 +176,82 @@ def _error(status: int, data: bytes) -> FastCallError:
     return FastCallError(code, message, status)
 
 
+class Keys(NamedTuple):
+    """Resolved credentials (botocore's ReadOnlyCredentials has the same fields)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+class ProcessCredentials:
+    """Keys from a profile's ``credential_process``, got as botocore's ProcessProvider
+    gets them: the command split into words as a shell would (no shell runs), its
+    JSON output with ``Version`` 1, fetched again 15 minutes before ``Expiration``.
+
+    Args:
+        command: the ``credential_process`` value.
+    """
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self._keys: Keys | None = None
+        self._expires: float | None = None
+
+    def __repr__(self) -> str:  # never the keys
+        return "ProcessCredentials()"
+
+    def get_frozen_credentials(self) -> Keys:
+        """The current keys, running the process when there are none or they expire soon.
+
+        Raises:
+            UserError: the process failed or printed something unusable (one line,
+                exit code NO_CREDENTIALS).
+        """
+        if self._keys is None or (
+                self._expires is not None and time.time() >= self._expires - REFRESH_BEFORE):
+            self._keys, self._expires = self._run()
+        return self._keys
+
+    def _run(self) -> tuple[Keys, float | None]:
+        from ssmshell.errors import Exit, UserError
+
+        def fail(why: str) -> UserError:
+            return UserError(f"cannot get AWS credentials from the profile's "
+                             f"credential_process: {why}", Exit.NO_CREDENTIALS)
+
+        try:
+            done = subprocess.run(shlex.split(self.command, posix=os.name != "nt"),
+                                  capture_output=True, check=False)
+        except (OSError, ValueError) as exc:
+            raise fail(str(exc) or type(exc).__name__) from None
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            raise fail(lines[-1][:300] if lines else f"exit status {done.returncode}")
+        try:
+            doc = json.loads(done.stdout)
+        except ValueError:
+            raise fail("its output is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("Version") != 1:
+            raise fail("unsupported Version (only 1 is)")
+        try:
+            keys = Keys(str(doc["AccessKeyId"]), str(doc["SecretAccessKey"]),
+                        str(doc["SessionToken"]) if doc.get("SessionToken") else None)
+        except KeyError as exc:
+            raise fail(f"its output lacks {exc.args[0]}") from None
+        expires = None
+        if doc.get("Expiration"):
+            try:
+                when = datetime.datetime.fromisoformat(
+                    str(doc["Expiration"]).replace("Z", "+00:00"))
+            except ValueError:
+                raise fail("Expiration is not an ISO 8601 time") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            expires = when.timestamp()
+        return keys, expires
+
+
 @dataclass(frozen=True)
 class Plan:
     """How to make the session-time calls: static keys, or None = ask botocore."""
@@ -176,10 +259,14 @@ class Plan:
     keys: tuple[str, str, str | None] | None = field(repr=False)
     region: str
     endpoints: dict[str, str]
+    #: The profile's ``credential_process``, when that is where the keys come from.
+    process: str | None = field(default=None, repr=False)
 
     def client(self, provider: Any = None) -> FastClient:
         """The client, with ``provider`` (botocore credentials) when there are no keys."""
         access, secret, token = self.keys or ("", "", None)
+        if provider is None and self.process is not None:
+            provider = ProcessCredentials(self.process)
         return FastClient(access, secret, token, self.region, self.endpoints, provider)
 
 
@@ -205,25 +292,35 @@ def plan(profile: str | None, region: str | None, endpoint_url: str | None) -> P
         if urlsplit(endpoint).scheme not in ("http", "https"):
             return None
         endpoints[service] = endpoint
-    return Plan(_static_keys(env, profile, config, shared), region, endpoints)
+    keys = _static_keys(env, profile, config, shared)
+    if isinstance(keys, str):
+        return Plan(None, region, endpoints, keys)
+    return Plan(keys, region, endpoints)
 
 
 def _static_keys(env: Any, explicit_profile: str | None, config: dict[str, str],
-                 shared: dict[str, str]) -> tuple[str, str, str | None] | None:
-    """The keys when botocore's credential chain would yield static ones, else None.
+                 shared: dict[str, str]) -> tuple[str, str, str | None] | str | None:
+    """The keys when botocore's credential chain would yield static ones, the
+    ``credential_process`` command when it would run that, else None.
 
     botocore's order: the environment (skipped when ``--profile`` is given),
     assume-role, web identity, SSO, the credentials file, ``credential_process``,
-    the config file, then container and instance roles. Any indirect source in the
-    profile leaves the whole decision to botocore.
+    the config file, then container and instance roles. Any other indirect source
+    in the profile leaves the whole decision to botocore.
     """
     if not explicit_profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], \
             env.get("AWS_SESSION_TOKEN") or None
-    if any(env.get(name) for name in _ENV_INDIRECT) or \
-            any(key in section for section in (config, shared) for key in _INDIRECT):
+    if any(env.get(name) for name in _ENV_INDIRECT) or any(
+            key in section for section in (config, shared) for key in _INDIRECT
+            if key != "credential_process"):
         return None
-    for section in (shared, config):
+    # The credentials file's section is merged over the config file's, as botocore does.
+    process = shared.get("credential_process") or config.get("credential_process")
+    sections = (shared, None, config) if process else (shared, config)
+    for section in sections:
+        if section is None:
+            return process
         if section.get("aws_access_key_id") and section.get("aws_secret_access_key"):
             return section["aws_access_key_id"], section["aws_secret_access_key"], \
                 section.get("aws_session_token") or None

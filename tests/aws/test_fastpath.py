@@ -14,8 +14,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from ssmshell.aws.api import Aws
-from ssmshell.aws.fastpath import FastClient, plan, sign
-from ssmshell.errors import UserError
+from ssmshell.aws.fastpath import FastClient, ProcessCredentials, plan, sign
+from ssmshell.errors import Exit, UserError
 from ssmshell.local.server import LocalSessionManager
 
 NOW = datetime.datetime(2026, 11, 29, 6, 30, 0, tzinfo=datetime.timezone.utc)
@@ -127,7 +127,6 @@ def test_static_keys_in_the_config_file(clean_env: Path) -> None:
     "role_arn = arn:aws:iam::123456789012:role/r\nsource_profile = base",
     "sso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Admin",
     "sso_start_url = https://corp.awsapps.com/start\nsso_region = us-east-1",
-    "credential_process = /usr/bin/true",
     "web_identity_token_file = /tmp/token\nrole_arn = arn:aws:iam::123456789012:role/r",
 ])
 def test_other_credential_sources_are_left_to_botocore(clean_env: Path, section: str) -> None:
@@ -153,7 +152,7 @@ print(json.dumps({"Version": 1, "AccessKeyId": os.environ["LOCAL_KEY"],
 """
 
 
-def test_process_credentials_sign_without_a_botocore_client(
+def test_process_credentials_sign_without_botocore(
         clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         local_sm: LocalSessionManager) -> None:
     env = local_sm.client_env()
@@ -163,21 +162,65 @@ def test_process_credentials_sign_without_a_botocore_client(
     monkeypatch.setenv("LOCAL_SECRET", env["AWS_SECRET_ACCESS_KEY"])
     clean_env.write_text(f"[profile proc]\nregion = {env['AWS_REGION']}\n"
                          f"credential_process = {sys.executable} {script} {runs}\n")
+    how = plan("proc", None, env["AWS_ENDPOINT_URL"])
+    assert how is not None and how.keys is None and how.process is not None
     aws = Aws("proc", None, env["AWS_ENDPOINT_URL"])
     info = aws.start_session("i-0123456789abcdef0")
     assert info.session_id and info.token
     aws.call("ssm", "terminate_session", "ssm:TerminateSession", SessionId=info.session_id)
-    assert aws._clients == {}  # no boto3 client, no service model loaded
-    assert runs.read_text().count("run") == 1  # resolved once, by the boto3 session
+    assert aws._clients == {} and aws._session is None  # no boto3 session or client
+    assert runs.read_text().count("run") == 1  # resolved once for both calls
 
 
-def test_process_credentials_failure_is_one_line(clean_env: Path, tmp_path: Path) -> None:
+def test_process_credentials_are_refreshed_before_they_expire(
+        clean_env: Path, tmp_path: Path) -> None:
+    script, runs = tmp_path / "creds.py", tmp_path / "runs"
+    script.write_text("""import datetime, json, sys
+n = open(sys.argv[1], "a+").tell() // 4
+open(sys.argv[1], "a").write("run\\n")
+soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=int(sys.argv[2]))
+print(json.dumps({"Version": 1, "AccessKeyId": f"AKID{n}", "SecretAccessKey": "s",
+                  "SessionToken": "t", "Expiration": soon.isoformat().replace("+00:00", "Z")}))
+""")
+    fresh = ProcessCredentials(f"{sys.executable} {script} {runs} 60")
+    assert fresh.get_frozen_credentials() == ("AKID0", "s", "t")
+    assert fresh.get_frozen_credentials().access_key == "AKID0"  # still valid: not re-run
+    runs.unlink()
+    expiring = ProcessCredentials(f"{sys.executable} {script} {runs} 5")
+    assert expiring.get_frozen_credentials().access_key == "AKID0"
+    assert expiring.get_frozen_credentials().access_key == "AKID1"  # within 15 min: re-run
+    assert "AKID" not in repr(expiring)
+
+
+@pytest.mark.parametrize("body, why", [
+    ("raise SystemExit('token expired, run login')", "token expired, run login"),
+    ("print('not json')", "not JSON"),
+    ("print('{\"Version\": 2}')", "unsupported Version"),
+    ("print('{\"Version\": 1, \"AccessKeyId\": \"A\"}')", "lacks SecretAccessKey"),
+])
+def test_process_credentials_failure_is_one_line(clean_env: Path, tmp_path: Path,
+                                                 body: str, why: str) -> None:
+    script = tmp_path / "creds.py"
+    script.write_text(body + "\n")
     clean_env.write_text("[profile broken]\nregion = us-east-1\n"
-                         f"credential_process = {sys.executable} -c 'raise SystemExit(3)'\n")
+                         f"credential_process = {sys.executable} {script}\n")
     with pytest.raises(UserError) as caught:
         Aws("broken", None, "http://127.0.0.1:9").start_session("i-0123456789abcdef0")
-    assert "ssm:StartSession failed" in str(caught.value)
-    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith(
+        "cannot get AWS credentials from the profile's credential_process: ")
+    assert why in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == Exit.NO_CREDENTIALS
+
+
+def test_credentials_file_keys_come_before_credential_process(clean_env: Path) -> None:
+    clean_env.write_text("[profile mixed]\ncredential_process = /bin/false\n"
+                         "aws_access_key_id = AKIDCFG\naws_secret_access_key = c\n")
+    how = plan("mixed", None, None)
+    assert how is not None and how.process == "/bin/false"  # before the config file's keys
+    Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"]).write_text(
+        "[mixed]\naws_access_key_id = AKIDFILE\naws_secret_access_key = f\n")
+    client = static("mixed")  # the credentials file comes first in botocore's chain
+    assert client is not None and client.access_key == "AKIDFILE"
 
 
 def test_aws_region_is_honoured_on_the_boto3_path(clean_env: Path,
