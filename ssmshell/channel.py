@@ -24,7 +24,7 @@ from ssmshell.protocol import events as ev
 from ssmshell.protocol import message as m
 from ssmshell.protocol.errors import ProtocolError
 from ssmshell.protocol.payloads import OpenDataChannel
-from ssmshell.protocol.state import CLIENT_VERSION, RESEND_INTERVAL, DataChannel, Role, State
+from ssmshell.protocol.state import CLIENT_VERSION, DataChannel, Role, State
 
 log = logging.getLogger("ssmshell.channel")
 
@@ -74,6 +74,8 @@ STALL_POLL = 0.005
 MAX_BAD_FRAMES = 64
 #: Bytes waiting in the socket's write buffer beyond which senders wait.
 WRITE_HIGH = 256 * 1024
+#: The protocol core's timers run this long after their deadline (its checks are strict).
+TIMER_SLACK = 0.001
 
 #: A sink for stream data: writes what it can without waiting and returns the rest.
 Sink = Callable[[ev.StreamData], bytes]
@@ -150,6 +152,7 @@ class Channel:
         self._writable = asyncio.Event()
         self._writable.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self.closed_reason: str | None = None
         self.resumes = 0
@@ -158,14 +161,15 @@ class Channel:
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
-        """Open the websocket, send OpenDataChannel and start the reader and timer.
+        """Open the websocket, send OpenDataChannel and start the reader.
 
         Raises:
             ConnectError: the websocket cannot be reached within ``open_timeout``.
         """
         await self._connect(self.stream_url, self._token)
         self._token = ""
-        self._tasks = [asyncio.create_task(self._reader()), asyncio.create_task(self._timer())]
+        self._tasks = [asyncio.create_task(self._reader())]
+        self._arm()
 
     async def _connect(self, url: str, token: str) -> None:
         from websockets.asyncio.client import connect
@@ -199,6 +203,8 @@ class Channel:
     async def close(self) -> None:
         """Stop the tasks and close the websocket with a normal close (§3.5)."""
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -312,6 +318,37 @@ class Channel:
             self._writable.set()
         else:
             self._writable.clear()
+        self._arm()
+
+    def _arm(self) -> None:
+        """Schedule :meth:`_on_timer` for the protocol core's next deadline (§6.5
+        resend, §7.6 handshake timeout), and no timer at all without one: nothing
+        wakes an idle session or lands in the middle of a keystroke's echo."""
+        deadline = self.dc.next_deadline()
+        timer = self._timer
+        if deadline is None or self._closing:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        if timer is not None:
+            if timer.when() <= deadline + TIMER_SLACK:
+                return  # it fires no later; it re-arms then
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK,
+                                                         self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.dc.tick()
+        if self.dc.state is State.ERROR:
+            self._fail(ChannelError(self.dc.error or "data channel failed"))
+            return
+        for event in self.dc.next_events():
+            if isinstance(event, ev.HandshakeFailed):
+                self._fail(ChannelError(f"handshake failed: {event.reason}"))
+                return
+        self._flush()
 
     # ------------------------------------------------------------------ receiving
 
@@ -447,23 +484,6 @@ class Channel:
             self._fail(exc)
         except ProtocolError as exc:
             self._fail(ChannelError(str(exc)))
-
-    async def _timer(self) -> None:
-        """The resend scheduler (§6.5) and the handshake timeout (§7.6)."""
-        while True:
-            deadline = self.dc.next_deadline()
-            delay = RESEND_INTERVAL if deadline is None else max(
-                0.0, min(RESEND_INTERVAL, deadline - time.monotonic()))
-            await asyncio.sleep(delay + 0.001)
-            self.dc.tick()
-            if self.dc.state is State.ERROR:
-                self._fail(ChannelError(self.dc.error or "data channel failed"))
-                return
-            for event in self.dc.next_events():
-                if isinstance(event, ev.HandshakeFailed):
-                    self._fail(ChannelError(f"handshake failed: {event.reason}"))
-                    return
-            self._flush()
 
     async def _reconnect(self) -> None:
         """Resume the session on a new websocket (§12), within ``resume_budget`` seconds."""

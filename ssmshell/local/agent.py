@@ -24,12 +24,14 @@ from ssmshell.protocol import events as ev
 from ssmshell.protocol import message as m
 from ssmshell.protocol.errors import ProtocolError
 from ssmshell.protocol.payloads import ChannelClosed, PayloadType, SessionType
-from ssmshell.protocol.state import AGENT_VERSION, RESEND_INTERVAL, DataChannel, Role, State
+from ssmshell.protocol.state import AGENT_VERSION, DataChannel, Role, State
 
 log = logging.getLogger("ssmshell.local.agent")
 
 #: Bytes waiting in the socket buffer beyond which output goes through the writer task.
 WRITE_HIGH = 256 * 1024
+#: Timers run this long after the data channel's deadline (its checks are strict).
+TIMER_SLACK = 0.001
 PREPARE_TO_CLOSE = 2.0  # §14.2 PrepareToCloseChannel: wait ≤ 2 s for acks at the end
 
 
@@ -111,6 +113,7 @@ class AgentSession:
         self._started = False
         self._plugin_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._ready_at = 0.0
         self.finished = asyncio.Event()  # ending: draining, then channel_closed
         self.ended = asyncio.Event()  # channel_closed sent (or nobody to send it to)
@@ -263,7 +266,7 @@ class AgentSession:
         if self.faults.hostile == "unknown_action":
             self._add_unknown_action()
         self._dispatch(self.dc.next_events())
-        self._tasks = [asyncio.create_task(self._timer()), asyncio.create_task(self._writer())]
+        self._tasks = [asyncio.create_task(self._writer())]
 
     # ------------------------------------------------------------------ hostile peer
 
@@ -416,6 +419,9 @@ class AgentSession:
                 await self._out_link.flush()
         await self._send_channel_closed(reason)
         self.ended.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in self._tasks:
             task.cancel()
         self._on_done(self.session_id)
@@ -469,6 +475,7 @@ class AgentSession:
         self.frames_to_client += len(frames)
         if self.dc.writable:
             self._writable.set()
+        self._arm()
         return True
 
     async def _flush(self) -> None:
@@ -483,6 +490,7 @@ class AgentSession:
                         break  # the reader notices; unacked frames are resent later
         if self.dc.writable:
             self._writable.set()
+        self._arm()
 
     async def _writer(self) -> None:
         """Flushes whatever the plugins queued (they call :meth:`send` synchronously)."""
@@ -491,13 +499,27 @@ class AgentSession:
             self._wake.clear()
             await self._flush()
 
-    async def _timer(self) -> None:
-        """The resend scheduler (§6.5) and the handshake timeouts (§7.6)."""
-        while True:  # runs through finish()'s drain; finish() cancels it
-            deadline = self.dc.next_deadline()
-            delay = RESEND_INTERVAL if deadline is None else max(
-                0.0, min(RESEND_INTERVAL, deadline - time.monotonic()))
-            await asyncio.sleep(delay + 0.001)
-            self.dc.tick()
-            self._dispatch(self.dc.next_events())
-            await self._flush()
+    def _arm(self) -> None:
+        """Schedule the resend scheduler (§6.5) and the handshake timeouts (§7.6) for
+        the data channel's next deadline; without one, no timer runs."""
+        deadline = self.dc.next_deadline()
+        timer = self._timer
+        if deadline is None or self.ended.is_set():
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        if timer is not None:
+            if timer.when() <= deadline + TIMER_SLACK:
+                return
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK,
+                                                         self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.dc.tick()
+        self._dispatch(self.dc.next_events())
+        if not self._flush_now():
+            self._kick()
+            self._arm()  # the writer's flush re-arms too; a handshake timeout needs it now

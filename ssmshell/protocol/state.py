@@ -438,7 +438,8 @@ class DataChannel:
 
     def tick(self) -> None:
         """Run the timers: retransmission of the oldest unacked message (§6.5) and
-        the handshake timeout (§7.6). Call it at least every :data:`RESEND_INTERVAL`."""
+        the handshake timeout (§7.6). Call it at :meth:`next_deadline` (or at least
+        every :data:`RESEND_INTERVAL`)."""
         if self.state in (State.CLOSED, State.ERROR):
             return
         now = self._clock()

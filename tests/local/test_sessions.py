@@ -124,6 +124,38 @@ def test_shell_round_trip(local_sm: LocalSessionManager, monkeypatch: pytest.Mon
         assert out["started"].customer_message == "This session is encrypted using AWS KMS."
 
 
+def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timers follow the protocol core's deadlines: once everything is acked, neither
+    the client nor the agent has one, so nothing wakes an idle session."""
+    aws = aws_for(local_sm, monkeypatch)
+    channel = make_channel(aws, start(local_sm))
+
+    async def body() -> tuple[Any, Any]:
+        await channel.open()
+        seen = bytearray()
+        events = channel.events()
+        async for event in events:
+            if isinstance(event, ev.SessionStarted):
+                await channel.send_output(b"echo idle-$((6*7))\r")
+                assert channel._timer is not None  # the resend timer of that message
+            elif isinstance(event, ev.StreamData):
+                seen += event.data
+                if b"idle-42" in seen:
+                    break
+        await asyncio.sleep(0.3)  # acks arrive well within this
+        agent = local_sm.gateway.sessions[channel.session_id]
+        timers = (channel._timer, agent._timer)
+        assert channel.dc.unacked == 0 and agent.dc.unacked == 0
+        await channel.send_output(b"exit\r")
+        async for _ in events:
+            pass
+        await channel.close()
+        return timers
+
+    assert run(body()) == (None, None)
+
+
 def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     aws = aws_for(local_sm, monkeypatch)
