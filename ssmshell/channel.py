@@ -184,7 +184,7 @@ class Channel:
                 max_size=MAX_FRAME,
                 max_queue=64,
                 user_agent_header=None,
-                create_connection=_connection_class(),
+                create_connection=binary_handler_connection(),
             ), self.options.open_timeout + 1)
         except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
             raise ConnectError(f"cannot reach the data channel at {_host(url)}: "
@@ -520,18 +520,24 @@ class Channel:
         raise ChannelError(f"could not resume the session: {last}")
 
 
-_CONNECTION: Any = None
+_CONNECTIONS: dict[str, Any] = {}
 
 
-def _connection_class() -> Any:
-    """websockets' client connection, handing each binary message to ``on_binary``
-    as it is parsed (``create_connection`` is websockets' hook for this)."""
-    global _CONNECTION
-    if _CONNECTION is None:
-        from websockets.asyncio.client import ClientConnection
+def binary_handler_connection(side: str = "client") -> Any:
+    """websockets' ``ClientConnection`` (or, for ``side="server"``, ``ServerConnection``)
+    handing each binary message to its ``on_binary`` attribute, when set, as soon as it
+    is parsed: no queue, no task switch. ``create_connection`` is websockets' hook for
+    such subclasses; text and fragmented messages still go through ``recv``."""
+    if side not in _CONNECTIONS:
         from websockets.frames import Frame, Opcode
 
-        class _Connection(ClientConnection):  # type: ignore[misc]
+        base: Any
+        if side == "client":
+            from websockets.asyncio.client import ClientConnection as base
+        else:
+            from websockets.asyncio.server import ServerConnection as base
+
+        class _Connection(base):  # type: ignore[misc]
             on_binary: Callable[[bytes], None] | None = None
 
             def process_event(self, event: Any) -> None:
@@ -542,8 +548,8 @@ def _connection_class() -> Any:
                 else:
                     super().process_event(event)
 
-        _CONNECTION = _Connection
-    return _CONNECTION
+        _CONNECTIONS[side] = _Connection
+    return _CONNECTIONS[side]
 
 
 def _host(url: str) -> str:

@@ -223,8 +223,11 @@ class AgentSession:
         else:
             self.dc.connection_made()
         await self._flush()
+        if not (self.faults.breaks_links or self.faults.hostile or self.options.strict_digest):
+            # As the real agent: each message handled as it is read, no task switch.
+            ws.on_binary = lambda frame: self._receive_now(ws, frame)
         try:
-            async for frame in ws:
+            async for frame in ws:  # all of them, or with on_binary only text ones
                 if isinstance(frame, str):
                     continue
                 if self.faults.cut_at_input and self._cut_for_input(frame):
@@ -302,6 +305,38 @@ class AgentSession:
             self.dc.send_output(b"plaintext after KMS was agreed\r\n")
             self.dc.cipher = cipher
             self._kick()
+
+    def _receive_now(self, ws: Any, frame: bytes) -> None:
+        """:meth:`_receive` for a link without faults, called from the socket's
+        ``data_received``; a full destination pauses the socket's reading instead."""
+        if self.ws is not ws or self.finished.is_set():
+            return
+        if self._in_link is not None:
+            self._in_link.stats["frames"] += 1
+        try:
+            self.dc.receive_frame(frame)
+        except ProtocolError as exc:
+            ws.on_binary = None
+            self._spawn(self.finish(str(exc)))
+            return
+        self._dispatch(self.dc.next_events())
+        if not self._flush_now():
+            self._kick()
+        room = getattr(self.plugin, "input_room", None)
+        if room is not None and not room():  # a slow destination: TCP back-pressure (§10.4)
+            ws.transport.pause_reading()
+            self._spawn(self._resume_reading(ws))
+
+    async def _resume_reading(self, ws: Any) -> None:
+        room = getattr(self.plugin, "wait_input_room", None)
+        if room is not None:
+            with contextlib.suppress(Exception):
+                await room()
+        with contextlib.suppress(Exception):
+            ws.transport.resume_reading()
+
+    def _spawn(self, coro: Any) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
     async def _receive(self, frame: bytes) -> None:
         try:

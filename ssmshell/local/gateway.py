@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ssmshell.channel import binary_handler_connection
 from ssmshell.local.agent import AgentOptions, AgentSession, DecryptFn
 from ssmshell.local.faults import Faults
 from ssmshell.protocol.errors import PayloadError
@@ -61,7 +62,8 @@ class Gateway:
 
         self._server = await serve(
             self._handler, host, port, compression=None, max_size=None,
-            ping_interval=None, max_queue=64, server_header=None)
+            ping_interval=None, max_queue=64, server_header=None,
+            create_connection=binary_handler_connection("server"))
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

@@ -121,6 +121,10 @@ class PortPlugin(Plugin):
 
     # ------------------------------------------------------------------ back-pressure
 
+    def input_room(self) -> bool:
+        """Whether the client may send more now (no destination over HIGH_WATER)."""
+        return self.input_backlog() <= HIGH_WATER
+
     def input_backlog(self) -> int:
         """Bytes of client input not yet written to a destination (the largest backlog of
         one destination, or the basic-mode queue)."""
@@ -136,7 +140,7 @@ class PortPlugin(Plugin):
         each input message, so a slow destination stops it reading, as the real agent's
         smux (MaxReceiveBuffer, §10.4) does: the client's sends then back up through TCP.
         """
-        if self.input_backlog() <= HIGH_WATER:
+        if self.input_room():
             return
         while self.input_backlog() > LOW_WATER and not (self._done is None or self._done.done()):
             await asyncio.sleep(0.01)

@@ -206,7 +206,11 @@ class DataChannel:
         self._unacked: dict[int, _Outgoing] = {}
         self._incoming: dict[int, m.Message] = {}
         self._pending: deque[tuple[int, bytes]] = deque()
-        self._outbox: list[bytes] = []
+        #: Frames to send, in order. An acknowledge is queued as (the Message it acks,
+        #: its MessageId, its CreatedDate) and made in :meth:`data_to_send`, after the
+        #: session has handled the events: what the peer waits for (a keystroke's echo
+        #: written, say) does not wait for the ack's JSON, digest and packing.
+        self._outbox: list[bytes | tuple[m.Message, bytes, int]] = []
         self._events: list[ev.Event] = []
         #: Agent: HandshakeComplete is due once the receive loop has acked the message
         #: that completed the handshake (as the real agent's handshake routine sends it).
@@ -241,7 +245,7 @@ class DataChannel:
     def data_to_send(self) -> list[bytes]:
         """Frames to write to the websocket, in order; the list is handed over."""
         out, self._outbox = self._outbox, []
-        return out
+        return [frame if isinstance(frame, bytes) else self._ack_frame(*frame) for frame in out]
 
     def next_events(self) -> list[ev.Event]:
         """Events for the session since the last call, in order."""
@@ -863,10 +867,12 @@ class DataChannel:
             self._outbox.append(frame)
 
     def _ack(self, msg: m.Message) -> None:
-        if not self.connected:
-            return
+        if self.connected:
+            self._outbox.append((msg, self._new_id(), self._wall_clock_ms()))
+
+    def _ack_frame(self, msg: m.Message, message_id: bytes, created_date: int) -> bytes:
         payload = Acknowledge(msg.message_type, str(msg.message_id),
                               msg.sequence_number).to_bytes()
-        self._outbox.append(m.frame(_ACKNOWLEDGE_TYPE, 0, m.FLAGS_ACK, self._new_id(),
-                                    PayloadType.NONE, payload, self._wall_clock_ms()))
+        return m.frame(_ACKNOWLEDGE_TYPE, 0, m.FLAGS_ACK, message_id, PayloadType.NONE,
+                       payload, created_date)
 
