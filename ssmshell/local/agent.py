@@ -148,6 +148,10 @@ class AgentSession:
             self.dc.send_flag(flag)
             self._kick()
 
+    @property
+    def writable(self) -> bool:
+        return self.dc.writable or self.finished.is_set()
+
     async def wait_writable(self) -> None:
         while not self.dc.writable and not self.finished.is_set():
             self._writable.clear()

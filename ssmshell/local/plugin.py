@@ -27,6 +27,10 @@ class AgentIO(Protocol):
     async def wait_writable(self) -> None:
         """Wait while the unacked window is full (the real agent's producers stop reading)."""
 
+    @property
+    def writable(self) -> bool:
+        """Whether output may be queued now (the condition :meth:`wait_writable` awaits)."""
+
     def set_ready(self, ready: bool) -> None:
         """Input is not acked while not ready, so the client retransmits it (§6.4)."""
 

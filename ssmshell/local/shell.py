@@ -64,7 +64,10 @@ class ShellPlugin(Plugin):
         self._size = (80, 24)
         self._wbuf = bytearray()
         self._writer_on = False
-        self._reading: asyncio.Future[None] | None = None  # the pump waits for output
+        self._pumped: asyncio.Future[None] | None = None  # set at the end of output
+        self._watching = False  # the PTY is registered for reading
+        self._held = b""  # an incomplete UTF-8 sequence, sent with the next read
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> str:
         self.master, slave = pty.openpty()
@@ -94,38 +97,64 @@ class ShellPlugin(Plugin):
         return ""
 
     async def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
-        held = b""
-        pacing = self.io.pacing
-        while True:
-            await self.io.wait_writable()
-            try:
-                data = os.read(self.master, READ_SIZE)
-            except BlockingIOError:
-                master = self.master
-                ready = self._reading = loop.create_future()
-                loop.add_reader(master, ready.set_result, None)
-                try:
-                    await ready
-                finally:
-                    self._reading = None
-                    if self.master == master:  # else _close removed it (the fd may be reused)
-                        with contextlib.suppress(ValueError, OSError):
-                            loop.remove_reader(master)
-                continue
-            except ValueError:  # the PTY was closed under us (session stopping)
-                break
-            except OSError:  # EIO: every slave descriptor is closed
-                break
-            if not data:
-                break
-            data, held = split_utf8_tail(held + data)
-            if data:
-                self.io.send(data)
-            if pacing:
-                await asyncio.sleep(pacing)
-        if held:
-            self.io.send(held)
+        """Read the PTY as the agent does, a read then ``pacing`` of rest, from readiness
+        callbacks: output leaves in the callback that sees it, with no task switch.
+        Returns at the end of output."""
+        self._pumped = asyncio.get_running_loop().create_future()
+        self._watch()
+        try:
+            await self._pumped
+        finally:
+            self._unwatch()
+        if self._held:
+            self.io.send(self._held)
+            self._held = b""
+
+    def _watch(self) -> None:
+        if self.master >= 0 and not self._watching and self._pumped is not None \
+                and not self._pumped.done():
+            asyncio.get_running_loop().add_reader(self.master, self._on_readable)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            # Before the fd is closed: a closed fd leaves epoll but not asyncio's
+            # selector map, and a socket reusing the number would never be read.
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self.master)
+
+    def _end_of_output(self) -> None:
+        self._unwatch()
+        if self._pumped is not None and not self._pumped.done():
+            self._pumped.set_result(None)
+
+    def _on_readable(self) -> None:
+        if not self.io.writable:  # the unacked window is full: stop reading until it is not
+            self._unwatch()
+            task = asyncio.get_running_loop().create_task(self._watch_when_writable())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            data = os.read(self.master, READ_SIZE)
+        except BlockingIOError:
+            return
+        except (ValueError, OSError):  # closed under us, or EIO: every slave fd is closed
+            data = b""
+        if not data:
+            self._end_of_output()
+            return
+        data, self._held = split_utf8_tail(self._held + data)
+        if data:
+            self.io.send(data)
+        if self.io.pacing:
+            self._unwatch()
+            asyncio.get_running_loop().call_later(self.io.pacing, self._watch)
+
+    async def _watch_when_writable(self) -> None:
+        await self.io.wait_writable()
+        self._watch()
 
     def on_input(self, data: bytes) -> None:
         if self.master < 0:
@@ -174,12 +203,7 @@ class ShellPlugin(Plugin):
             if self._writer_on:
                 loop.remove_writer(self.master)
                 self._writer_on = False
-            if self._reading is not None:
-                # Unregister before closing: a closed fd leaves epoll but not asyncio's
-                # selector map, and a socket reusing the number would never be read.
-                loop.remove_reader(self.master)
-                if not self._reading.done():
-                    self._reading.set_result(None)
+            self._end_of_output()
             with contextlib.suppress(OSError):
                 os.close(self.master)
             self.master = -1
