@@ -161,6 +161,11 @@ class ShellPlugin(Plugin):
             return
         self._wbuf += data
         self._write()
+        if self._watching:
+            # The terminal's echo is often readable at once. The real agent reads the PTY
+            # in a goroutine of its own, beside the receive loop; read now rather than
+            # after this message's ack and a turn of the event loop.
+            self._on_readable()
 
     def _write(self) -> None:
         try:
