@@ -76,6 +76,10 @@ MAX_BAD_FRAMES = 64
 WRITE_HIGH = 256 * 1024
 #: The protocol core's timers run this long after their deadline (its checks are strict).
 TIMER_SLACK = 0.001
+#: Acknowledges are handled this long after they arrive, together: the agent acks a
+#: keystroke just before its echo arrives, and the echo should not wait behind it.
+ACK_DELAY = 0.001
+_ACKNOWLEDGE_FIELD = m.ACKNOWLEDGE.encode()  # MessageType at offset 4, space-padded
 
 #: A sink for stream data: writes what it can without waiting and returns the rest.
 Sink = Callable[[ev.StreamData], bytes]
@@ -146,6 +150,8 @@ class Channel:
         self._events: asyncio.Queue[ev.Event | BaseException] = asyncio.Queue()
         self._consumer_waiting = False
         self._inbox: deque[bytes] = deque()
+        self._acks: list[bytes] = []
+        self._acks_timer: asyncio.TimerHandle | None = None
         self._busy = False
         self._reading_paused = False
         self._failed = False
@@ -203,8 +209,9 @@ class Channel:
     async def close(self) -> None:
         """Stop the tasks and close the websocket with a normal close (§3.5)."""
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._acks_timer):
+            if timer is not None:
+                timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -354,10 +361,25 @@ class Channel:
 
     def _on_frame(self, frame: bytes) -> None:
         """A binary websocket message, straight from the socket's ``data_received``."""
-        if self._busy or self._inbox:
+        if frame[4:15] == _ACKNOWLEDGE_FIELD:
+            # Nothing waits for an ack but the resend timer (RTO ≥ 10 ms) and the window.
+            self._acks.append(frame)
+            if self._acks_timer is None:
+                self._acks_timer = asyncio.get_running_loop().call_later(
+                    ACK_DELAY, self._on_acks)
+        elif self._busy or self._inbox:
             self._inbox.append(frame)
         else:
             self._handle(frame)
+
+    def _on_acks(self) -> None:
+        self._acks_timer = None
+        acks, self._acks = self._acks, []
+        for frame in acks:
+            if self._busy or self._inbox:
+                self._inbox.append(frame)
+            else:
+                self._handle(frame)
 
     def _handle(self, frame: bytes) -> None:
         if self._failed or self.dc.state is State.CLOSED:
