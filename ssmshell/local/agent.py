@@ -313,7 +313,7 @@ class AgentSession:
     def _receive_now(self, ws: Any, frame: bytes) -> None:
         """:meth:`_receive` for a link without faults, called from the socket's
         ``data_received``; a full destination pauses the socket's reading instead."""
-        if self.ws is not ws or self.finished.is_set():
+        if self.ws is not ws:  # (acks still count while finish() drains)
             return
         if self._in_link is not None:
             self._in_link.stats["frames"] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -166,6 +167,30 @@ def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionMan
     assert out["stderr"] == b"to-stderr\n"
     assert out["exit"] == 7
     assert out["started"].session_type == "NonInteractiveCommands"
+
+
+def test_the_agent_ends_a_session_once_its_output_is_acked(
+        local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent drains for up to 2 s at the end (§9.6); acks arriving meanwhile end the
+    drain, so channel_closed follows the last output within a moment."""
+    aws = aws_for(local_sm, monkeypatch)
+    info = start(local_sm, "SSMShell-NonInteractiveCommand", {"command": ["echo done"]})
+    channel = make_channel(aws, info)
+
+    async def body() -> float:
+        await channel.open()
+        last_output = closed = 0.0
+        try:
+            async for event in channel.events():
+                if isinstance(event, ev.StreamData):
+                    last_output = time.monotonic()
+                elif isinstance(event, ev.ChannelClosed):
+                    closed = time.monotonic()
+        finally:
+            await channel.close()
+        return closed - last_output
+
+    assert run(body()) < 1.0  # the whole 2 s drain when acks go unheard
 
 
 def test_noninteractive_merged_without_separate_streams(local_sm: LocalSessionManager,
