@@ -158,7 +158,7 @@ class Channel:
         self._writable = asyncio.Event()
         self._writable.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self.dc, self._on_timer)
         self._closing = False
         self.closed_reason: str | None = None
         self.resumes = 0
@@ -175,7 +175,7 @@ class Channel:
         await self._connect(self.stream_url, self._token)
         self._token = ""
         self._tasks = [asyncio.create_task(self._reader())]
-        self._arm()
+        self._timer.arm()
 
     async def _connect(self, url: str, token: str) -> None:
         from websockets.asyncio.client import connect
@@ -209,9 +209,9 @@ class Channel:
     async def close(self) -> None:
         """Stop the tasks and close the websocket with a normal close (§3.5)."""
         self._closing = True
-        for timer in (self._timer, self._acks_timer):
-            if timer is not None:
-                timer.cancel()
+        self._timer.cancel()
+        if self._acks_timer is not None:
+            self._acks_timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -313,40 +313,18 @@ class Channel:
         frames = self.dc.data_to_send()
         ws = self._ws
         if frames and ws is not None:
-            try:
+            if self.options.debug:
                 for frame in frames:
-                    if self.options.debug:
-                        _log_header("send", frame)
-                    ws.protocol.send_binary(frame)
-                ws.send_data()
-            except Exception:  # closing or closed: the reader notices and resumes
-                log.debug("frames not written: the websocket is closing")
+                    _log_header("send", frame)
+            write_frames(ws, frames)  # closing or closed: the reader notices and resumes
         if self.dc.writable:
             self._writable.set()
         else:
             self._writable.clear()
-        self._arm()
-
-    def _arm(self) -> None:
-        """Schedule :meth:`_on_timer` for the protocol core's next deadline (§6.5
-        resend, §7.6 handshake timeout), and no timer at all without one: nothing
-        wakes an idle session or lands in the middle of a keystroke's echo."""
-        deadline = self.dc.next_deadline()
-        timer = self._timer
-        if deadline is None or self._closing:
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        if timer is not None:
-            if timer.when() <= deadline + TIMER_SLACK:
-                return  # it fires no later; it re-arms then
-            timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK,
-                                                         self._on_timer)
+        if not self._closing:
+            self._timer.arm()
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.dc.tick()
         if self.dc.state is State.ERROR:
             self._fail(ChannelError(self.dc.error or "data channel failed"))
@@ -367,19 +345,21 @@ class Channel:
             if self._acks_timer is None:
                 self._acks_timer = asyncio.get_running_loop().call_later(
                     ACK_DELAY, self._on_acks)
-        elif self._busy or self._inbox:
-            self._inbox.append(frame)
         else:
-            self._handle(frame)
+            self._take(frame)
 
     def _on_acks(self) -> None:
         self._acks_timer = None
         acks, self._acks = self._acks, []
         for frame in acks:
-            if self._busy or self._inbox:
-                self._inbox.append(frame)
-            else:
-                self._handle(frame)
+            self._take(frame)
+
+    def _take(self, frame: bytes) -> None:
+        """Handle ``frame`` now, or after the frames waiting for a KMS call."""
+        if self._busy or self._inbox:
+            self._inbox.append(frame)
+        else:
+            self._handle(frame)
 
     def _handle(self, frame: bytes) -> None:
         if self._failed or self.dc.state is State.CLOSED:
@@ -540,6 +520,60 @@ class Channel:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 5.0) * (0.75 + random.random() * 0.5)
         raise ChannelError(f"could not resume the session: {last}")
+
+
+class DeadlineTimer:
+    """Runs ``callback`` just after a data channel's next deadline (§6.5 resend, §7.6
+    handshake timeout), and not at all while it has none: nothing wakes an idle
+    session, and no periodic tick lands in the middle of a keystroke's echo.
+
+    Args:
+        dc: the data channel whose :meth:`~DataChannel.next_deadline` it follows
+            (its clock must be the event loop's, ``time.monotonic``).
+        callback: runs the channel's :meth:`~DataChannel.tick` and sends what it made.
+    """
+
+    def __init__(self, dc: DataChannel, callback: Callable[[], None]) -> None:
+        self._dc = dc
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def armed(self) -> bool:
+        """Whether a deadline is scheduled."""
+        return self._handle is not None
+
+    def arm(self) -> None:
+        """Follow the next deadline; call it after anything that may have moved it."""
+        deadline = self._dc.next_deadline()
+        if self._handle is not None:
+            if deadline is not None and self._handle.when() <= deadline + TIMER_SLACK:
+                return  # it fires no later, and re-arms then
+            self.cancel()
+        if deadline is not None:
+            self._handle = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK,
+                                                              self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._callback()
+
+
+def write_frames(ws: Any, frames: list[bytes]) -> None:
+    """Write binary frames to a websockets connection now, without waiting: the socket
+    buffers what it cannot take. On a closing connection they are dropped; the data
+    channel resends what is not acked."""
+    try:
+        for frame in frames:
+            ws.protocol.send_binary(frame)
+        ws.send_data()
+    except Exception:
+        log.debug("frames not written: the websocket is closing")
 
 
 _CONNECTIONS: dict[str, Any] = {}

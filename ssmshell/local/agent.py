@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ssmshell.channel import WRITE_HIGH, DeadlineTimer, write_frames
 from ssmshell.local.faults import Faults, FaultyLink
 from ssmshell.local.plugin import Plugin
 from ssmshell.protocol import events as ev
@@ -28,10 +29,6 @@ from ssmshell.protocol.state import AGENT_VERSION, DataChannel, Role, State
 
 log = logging.getLogger("ssmshell.local.agent")
 
-#: Bytes waiting in the socket buffer beyond which output goes through the writer task.
-WRITE_HIGH = 256 * 1024
-#: Timers run this long after the data channel's deadline (its checks are strict).
-TIMER_SLACK = 0.001
 PREPARE_TO_CLOSE = 2.0  # §14.2 PrepareToCloseChannel: wait ≤ 2 s for acks at the end
 
 
@@ -113,7 +110,7 @@ class AgentSession:
         self._started = False
         self._plugin_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = DeadlineTimer(self.dc, self._on_timer)
         self._ready_at = 0.0
         self.finished = asyncio.Event()  # ending: draining, then channel_closed
         self.ended = asyncio.Event()  # channel_closed sent (or nobody to send it to)
@@ -227,8 +224,7 @@ class AgentSession:
         else:
             self.dc.connection_made()
         await self._flush()
-        if not (self.faults.breaks_links or self.faults.hostile or self.options.strict_digest):
-            # As the real agent: each message handled as it is read, no task switch.
+        if self._direct:  # as the real agent: each message handled as it is read
             ws.on_binary = lambda frame: self._receive_now(ws, frame)
         try:
             async for frame in ws:  # all of them, or with on_binary only text ones
@@ -340,7 +336,13 @@ class AgentSession:
             ws.transport.resume_reading()
 
     def _spawn(self, coro: Any) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     async def _receive(self, frame: bytes) -> None:
         try:
@@ -458,9 +460,7 @@ class AgentSession:
                 await self._out_link.flush()
         await self._send_channel_closed(reason)
         self.ended.set()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         for task in self._tasks:
             task.cancel()
         self._on_done(self.session_id)
@@ -499,23 +499,22 @@ class AgentSession:
         between the data channel and the socket: no faults on the link, no flush in
         progress, room in the socket's buffer. False: :meth:`_flush` must do it."""
         ws, link = self.ws, self._out_link
-        if ws is None or link is None or self._lock.locked() or self.faults.breaks_links \
-                or self.faults.hostile or ws in self._frozen \
-                or ws.transport.get_write_buffer_size() > WRITE_HIGH:
+        if ws is None or link is None or self._lock.locked() or not self._direct \
+                or ws in self._frozen or ws.transport.get_write_buffer_size() > WRITE_HIGH:
             return False
         frames = self.dc.data_to_send()
-        try:
-            for frame in frames:
-                ws.protocol.send_binary(frame)
-            ws.send_data()
-        except Exception:  # closing: the reader notices; unacked frames are resent
-            log.debug("frames not written: the websocket is closing")
+        write_frames(ws, frames)
         link.stats["frames"] += len(frames)
         self.frames_to_client += len(frames)
         if self.dc.writable:
             self._writable.set()
         self._arm()
         return True
+
+    @property
+    def _direct(self) -> bool:
+        """No faults between the data channel and the socket: frames go straight through."""
+        return not (self.faults.breaks_links or self.faults.hostile)
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -539,24 +538,11 @@ class AgentSession:
             await self._flush()
 
     def _arm(self) -> None:
-        """Schedule the resend scheduler (§6.5) and the handshake timeouts (§7.6) for
-        the data channel's next deadline; without one, no timer runs."""
-        deadline = self.dc.next_deadline()
-        timer = self._timer
-        if deadline is None or self.ended.is_set():
-            if timer is not None:
-                timer.cancel()
-                self._timer = None
-            return
-        if timer is not None:
-            if timer.when() <= deadline + TIMER_SLACK:
-                return
-            timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(deadline + TIMER_SLACK,
-                                                         self._on_timer)
+        if not self.ended.is_set():
+            self._timer.arm()
 
     def _on_timer(self) -> None:
-        self._timer = None
+        """The resend scheduler (§6.5) and the handshake timeouts (§7.6)."""
         self.dc.tick()
         self._dispatch(self.dc.next_events())
         if not self._flush_now():

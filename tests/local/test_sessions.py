@@ -139,14 +139,14 @@ def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
         async for event in events:
             if isinstance(event, ev.SessionStarted):
                 await channel.send_output(b"echo idle-$((6*7))\r")
-                assert channel._timer is not None  # the resend timer of that message
+                assert channel._timer.armed  # the resend timer of that message
             elif isinstance(event, ev.StreamData):
                 seen += event.data
                 if b"idle-42" in seen:
                     break
         await asyncio.sleep(0.3)  # acks arrive well within this
         agent = local_sm.gateway.sessions[channel.session_id]
-        timers = (channel._timer, agent._timer)
+        timers = (channel._timer.armed, agent._timer.armed)
         assert channel.dc.unacked == 0 and agent.dc.unacked == 0
         await channel.send_output(b"exit\r")
         async for _ in events:
@@ -154,7 +154,7 @@ def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
         await channel.close()
         return timers
 
-    assert run(body()) == (None, None)
+    assert run(body()) == (False, False)
 
 
 def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
