@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ssmshell.channel import Channel, ChannelError
 from ssmshell.protocol import events as ev
 from ssmshell.protocol.payloads import PayloadType
-from ssmshell.sessions.stdio import READ_SIZE, Reader, write_all, write_now
+from ssmshell.sessions.stdio import Reader, write_all, write_now
 from ssmshell.tty import Terminal, terminal_size
 
 #: Sent on end of piped input so the remote shell sees end-of-file (Ctrl-D).
@@ -94,10 +94,9 @@ class ShellSession:
 
     async def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.StreamData):
-            self._last_output = asyncio.get_running_loop().time()
-            fd = self.stderr if event.payload_type == PayloadType.STDERR else self.stdout
-            self._wrote = True
-            await write_all(fd, event.data)
+            rest = self._sink(event)
+            if rest:
+                await write_all(self._fd_for(event), rest)
         elif isinstance(event, ev.SessionStarted):
             self._started = True
             if event.customer_message:
@@ -115,11 +114,14 @@ class ShellSession:
             self.close_reason = event.output
 
     def _sink(self, event: ev.StreamData) -> bytes:
-        """Remote output while the session is idle: written at once, as it arrives."""
+        """Remote output, written as far as it goes without waiting; the rest is returned
+        (the channel calls this as frames arrive while the session is idle)."""
         self._last_output = asyncio.get_running_loop().time()
         self._wrote = True
-        fd = self.stderr if event.payload_type == PayloadType.STDERR else self.stdout
-        return write_now(fd, event.data)
+        return write_now(self._fd_for(event), event.data)
+
+    def _fd_for(self, event: ev.StreamData) -> int:
+        return self.stderr if event.payload_type == PayloadType.STDERR else self.stdout
 
     def _on_winch(self) -> None:
         if self._started:
@@ -133,41 +135,19 @@ class ShellSession:
     async def _pump_input(self) -> None:
         reader = Reader(self.stdin)
         while True:
-            data = await (self._read_polled() if reader.pollable else reader.read())
+            data = await reader.read(self._send_now)
             if not data:
                 if not self.terminal.is_tty:
                     await self._end_of_input()
                 return
-            await self.channel.send_output(data)
+            await self.channel.send_output(data)  # it had to wait (window, socket buffer)
 
-    async def _read_polled(self) -> bytes:
-        """Sends what stdin gives, straight from the readiness callback (no task
-        switch per keystroke), until something has to wait: returns that chunk
-        (window full, socket buffer full) or ``b""`` at end of input."""
-        loop = asyncio.get_running_loop()
-        waiting: asyncio.Future[bytes] = loop.create_future()
-
-        def on_readable() -> None:
-            try:
-                data = os.read(self.stdin, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:  # EIO on a vanished terminal: end of input
-                data = b""
-            try:
-                if data and self.channel.send_output_now(data):
-                    return
-            except Exception:  # raised again by send_output, in the task
-                pass
-            loop.remove_reader(self.stdin)
-            if not waiting.done():
-                waiting.set_result(data)
-
-        loop.add_reader(self.stdin, on_readable)
+    def _send_now(self, data: bytes) -> bool:
+        """A keystroke (or a paste) straight from stdin's readiness callback."""
         try:
-            return await waiting
-        finally:
-            loop.remove_reader(self.stdin)
+            return self.channel.send_output_now(data)
+        except Exception:  # send_output raises it again, in the task
+            return False
 
     async def _end_of_input(self) -> None:
         """Piped input ended: pass end-of-file on as Ctrl-D (EOT).

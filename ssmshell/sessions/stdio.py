@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 
 READ_SIZE = 64 * 1024
 
@@ -35,32 +36,46 @@ class Reader:
         except (OSError, ValueError, NotImplementedError):
             self.pollable = False
 
-    async def read(self) -> bytes:
-        """The next chunk; ``b""`` at end of file."""
+    async def read(self, consume: Callable[[bytes], bool] | None = None) -> bytes:
+        """The next chunk; ``b""`` at end of file.
+
+        Args:
+            consume: offered each chunk as it is read, in the event loop's readiness
+                callback (no task switch per chunk); a chunk it takes (True) is not
+                returned and reading goes on. Not used for descriptors a thread reads.
+        """
         if self.pollable:
-            return await self._read_polled()
+            return await self._read_polled(consume)
         if self._thread is None:
             self._thread = threading.Thread(target=self._pump, daemon=True,
                                             name="ssmshell-stdin")
             self._thread.start()
         return await self._queue.get()
 
-    async def _read_polled(self) -> bytes:
+    async def _read_polled(self, consume: Callable[[bytes], bool] | None) -> bytes:
         # Wait for readiness first: stdin is usually in blocking mode, and we do not
         # switch it to O_NONBLOCK (that flag is shared with the parent shell).
-        while True:
-            ready = self._loop.create_future()
-            self._loop.add_reader(self.fd, _set_once, ready)
+        loop = self._loop
+        waiting: asyncio.Future[bytes] = loop.create_future()
+
+        def on_readable() -> None:
             try:
-                await ready
-            finally:
-                self._loop.remove_reader(self.fd)
-            try:
-                return os.read(self.fd, READ_SIZE)
+                data = os.read(self.fd, READ_SIZE)
             except BlockingIOError:
-                continue
+                return
             except OSError:  # EIO on a vanished terminal: treat as end of input
-                return b""
+                data = b""
+            if data and consume is not None and consume(data):
+                return
+            loop.remove_reader(self.fd)  # now: a later readiness must not read and drop
+            if not waiting.done():
+                waiting.set_result(data)
+
+        loop.add_reader(self.fd, on_readable)
+        try:
+            return await waiting
+        finally:
+            loop.remove_reader(self.fd)
 
     def _pump(self) -> None:
         while True:
