@@ -25,8 +25,6 @@ import hmac
 import json
 import os
 import re
-import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -214,6 +212,9 @@ class ProcessCredentials:
         return self._keys
 
     def _run(self) -> tuple[Keys, float | None]:
+        import shlex
+        import subprocess
+
         from ssmshell.errors import Exit, UserError
 
         def fail(why: str) -> UserError:

@@ -74,9 +74,9 @@ def random_id() -> bytes:
     return bytes(raw)
 
 
-def type_field(message_type: str, pad: bytes = b" ") -> bytes:
-    """The 32-byte MessageType field (§4.2.2)."""
-    return message_type.encode("ascii").ljust(MESSAGE_TYPE_LENGTH, pad)
+def type_field(message_type: str) -> bytes:
+    """The 32-byte MessageType field, space-padded (§4.2.2)."""
+    return message_type.encode("ascii").ljust(MESSAGE_TYPE_LENGTH)
 
 
 def frame(message_type: bytes, sequence_number: int, flags: int, message_id: bytes,
