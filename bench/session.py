@@ -118,6 +118,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[rank]
 
 
+def p50_p99(values: list[float], unit: str) -> str:
+    """``values`` (seconds) as "p50 / p99 ms (n unit)"."""
+    return f"{pct(values, 50) * 1000:.2f} / {pct(values, 99) * 1000:.2f} ms ({len(values)} {unit})"
+
+
+def over(values: list[float], base: list[float]) -> tuple[float, float]:
+    """How far ``values`` lie above ``base`` at p50 and at p99, in seconds."""
+    return pct(values, 50) - pct(base, 50), pct(values, 99) - pct(base, 99)
+
+
+def over_text(values: list[float], base: list[float]) -> str:
+    at50, at99 = over(values, base)
+    return f"{at50 * 1000:+.2f} / {at99 * 1000:+.2f} ms"
+
+
+def ratio_text(values: list[float], base: list[float]) -> str:
+    return (f"{pct(values, 50) / pct(base, 50):.2f}x / "
+            f"{pct(values, 99) / pct(base, 99):.2f}x")
 
 
 # ---------------------------------------------------------------------------- instrumentation
@@ -338,10 +356,7 @@ def run_session(sm: Any, stamps: Stamps, env: dict[str, str], keys: int, gap: fl
         run.max_rss_mb = usage.ru_maxrss / 1024
     finally:
         os.close(gone_fd)
-        with contextlib.suppress(ChildProcessError, ProcessLookupError):
-            if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
+        reap(pid)
         os.close(fd)
     return run
 
@@ -384,21 +399,39 @@ def start_echo_server() -> tuple[str, Callable[[], None]]:
     return ready[0], close
 
 
-async def ws_client(url: str, count: int, gap: float, size: int) -> list[float]:
-    from websockets.asyncio.client import connect
+class RawClient:
+    """A websockets client of the raw echo server, warmed up; :meth:`round_trip` times
+    one message there and back."""
 
-    payload = os.urandom(size)
-    out: list[float] = []
-    async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.payload = os.urandom(size)
+
+    async def __aenter__(self) -> RawClient:
+        from websockets.asyncio.client import connect
+
+        self._connect = connect(self.url, compression=None, max_size=None, ping_interval=None)
+        self.ws = await self._connect.__aenter__()
         for _ in range(5):  # warm-up
-            await ws.send(payload)
-            await ws.recv()
+            await self.round_trip()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._connect.__aexit__(*exc)
+
+    async def round_trip(self) -> float:
+        sent = time.monotonic()
+        await self.ws.send(self.payload)
+        await self.ws.recv()
+        return time.monotonic() - sent
+
+
+async def ws_client(url: str, count: int, gap: float, size: int) -> list[float]:
+    out: list[float] = []
+    async with RawClient(url, size) as client:
         for _ in range(count):
             await asyncio.sleep(gap)
-            sent = time.monotonic()
-            await ws.send(payload)
-            await ws.recv()
-            out.append(time.monotonic() - sent)
+            out.append(await client.round_trip())
     return out
 
 
@@ -456,21 +489,32 @@ class Served:
 
 def type_keys(fd: int, term: Pty, keys: int, gap: float) -> list[tuple[float, float]]:
     """Type ``keys`` letters one at a time (line killed now and then): (sent, echoed) each."""
-    out = []
-    for i in range(keys):
-        if i and i % 50 == 0:
-            os.write(fd, b"\x15")  # Ctrl-U: kill the line, keep it short
-            term.drain(0.05)
-        key = bytes([ord("a") + i % 26])
-        time.sleep(gap)
-        start = len(term.buffer)
-        sent = time.monotonic()
-        os.write(fd, key)
-        _, echoed = term.wait_for(key, start, 10)
-        out.append((sent, echoed))
+    out = [type_key(fd, term, i, gap) for i in range(keys)]
     os.write(fd, b"\x15")
     term.drain(0.05)
     return out
+
+
+def type_key(fd: int, term: Pty, i: int, gap: float) -> tuple[float, float]:
+    """The ``i``-th keystroke, ``gap`` after the last: (sent, echoed)."""
+    if i and i % 50 == 0:
+        os.write(fd, b"\x15")  # Ctrl-U: kill the line, keep it short
+        term.drain(0.05)
+    key = bytes([ord("a") + i % 26])
+    time.sleep(gap)
+    start = len(term.buffer)
+    sent = time.monotonic()
+    os.write(fd, key)
+    _, echoed = term.wait_for(key, start, 10)
+    return sent, echoed
+
+
+def reap(pid: int) -> None:
+    """Kill ``pid`` if it is still running, and wait for it."""
+    with contextlib.suppress(ChildProcessError, ProcessLookupError):
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
 
 
 def plugin_argv(plugin: str, sm_env: dict[str, str]) -> list[str]:
@@ -510,10 +554,7 @@ def echo_own_processes(env: dict[str, str], keys: int, gap: float,
             term.drain(0.5)
             _, _, usage = os.wait4(pid, 0)
         finally:
-            with contextlib.suppress(ChildProcessError, ProcessLookupError):
-                if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
+            reap(pid)
             os.close(fd)
     finally:
         sm.close()
@@ -544,20 +585,11 @@ def raw_rtt_own_processes(keys: int, gap: float) -> list[float]:
 
 async def ws_probe(url: str, size: int) -> None:
     """``--ws-probe``: one raw round trip per line on stdin; prints each RTT."""
-    from websockets.asyncio.client import connect
-
-    payload = os.urandom(size)
     loop = asyncio.get_running_loop()
-    async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
-        for _ in range(5):  # warm-up
-            await ws.send(payload)
-            await ws.recv()
+    async with RawClient(url, size) as client:
         print("ready", flush=True)
         while await loop.run_in_executor(None, sys.stdin.readline):
-            sent = time.monotonic()
-            await ws.send(payload)
-            await ws.recv()
-            print(repr(time.monotonic() - sent), flush=True)
+            print(repr(await client.round_trip()), flush=True)
 
 
 @dataclass
@@ -591,15 +623,7 @@ def interleaved(env: dict[str, str], keys: int, gap: float, plugin: str | None,
             term.drain(0.05)
         for i in range(keys):
             for n, (_, fd, term) in enumerate(sessions):
-                if i and i % 50 == 0:
-                    os.write(fd, b"\x15")  # Ctrl-U: keep the line short
-                    term.drain(0.05)
-                key = bytes([ord("a") + i % 26])
-                time.sleep(gap)
-                start = len(term.buffer)
-                sent = time.monotonic()
-                os.write(fd, key)
-                _, echoed = term.wait_for(key, start, 10)
+                sent, echoed = type_key(fd, term, i, gap)
                 (into.echo if n == 0 else into.plugin).append(echoed - sent)
             time.sleep(gap)
             probe.stdin.write("\n")
@@ -612,10 +636,7 @@ def interleaved(env: dict[str, str], keys: int, gap: float, plugin: str | None,
         probe.stdin.close()
         probe.wait(30)
         for pid, fd, _ in sessions:
-            with contextlib.suppress(ChildProcessError, ProcessLookupError):
-                if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
+            reap(pid)
             os.close(fd)
         server.close()
         sm.close()
@@ -1050,64 +1071,42 @@ def main() -> None:
     gone = med(lambda r: r.shell_exit_to_gone)
     rss = max(r.max_rss_mb for r in runs)
     help_median = statistics.median(helps)
-    over = pct(echo, 50) - pct(raw, 50)
-    over99 = pct(echo, 99) - pct(raw, 99)
-    own_over = pct(own_echo, 50) - pct(own_raw, 50)
-    own_over99 = pct(own_echo, 99) - pct(own_raw, 99)
-    turn_over = pct(turns.echo, 50) - pct(turns.raw, 50)
-    turn_over99 = pct(turns.echo, 99) - pct(turns.raw, 99)
+    echo_met = all(x <= TARGET_ECHO_OVER_RAW for x in over(turns.echo, turns.raw))
     print(f"\nfigures (median of {len(runs)} sessions unless said otherwise; {load_text}):")
     rows = [
         ("(a) launch → StartSession on the wire", f"{start_session * 1000:.0f} ms",
          f"≤ {TARGET_START_SESSION * 1000:.0f} ms", start_session <= TARGET_START_SESSION),
         ("(b) launch → first remote prompt byte", f"{med(lambda r: r.first_prompt) * 1000:.0f} ms"
          f" (incl. the 1 s initial read delay)", "—", None),
-        ("(c) keystroke echo p50 / p99", f"{pct(echo, 50) * 1000:.2f} / "
-         f"{pct(echo, 99) * 1000:.2f} ms ({len(echo)} keys)", "", None),
-        ("    raw websocket RTT p50 / p99", f"{pct(raw, 50) * 1000:.2f} / "
-         f"{pct(raw, 99) * 1000:.2f} ms ({len(raw)} msgs)", "", None),
-        ("    PTY-only echo RTT p50 / p99 (context)", f"{pct(pty_only, 50) * 1000:.2f} / "
-         f"{pct(pty_only, 99) * 1000:.2f} ms ({len(pty_only)} keys)", "", None),
-        ("    echo − raw RTT, p50 / p99", f"{over * 1000:+.2f} / {over99 * 1000:+.2f} ms",
-         "(see c⁗)", None),
+        ("(c) keystroke echo p50 / p99", p50_p99(echo, "keys"), "", None),
+        ("    raw websocket RTT p50 / p99", p50_p99(raw, "msgs"), "", None),
+        ("    PTY-only echo RTT p50 / p99 (context)", p50_p99(pty_only, "keys"), "", None),
+        ("    echo − raw RTT, p50 / p99", over_text(echo, raw), "(see c⁗)", None),
         ("(c′) the same, every party in its own process", "", "", None),
-        ("    keystroke echo p50 / p99", f"{pct(own_echo, 50) * 1000:.2f} / "
-         f"{pct(own_echo, 99) * 1000:.2f} ms ({len(own_echo)} keys)", "", None),
-        ("    raw websocket RTT p50 / p99", f"{pct(own_raw, 50) * 1000:.2f} / "
-         f"{pct(own_raw, 99) * 1000:.2f} ms ({len(own_raw)} msgs)", "", None),
-        ("    echo − raw RTT, p50 / p99", f"{own_over * 1000:+.2f} / {own_over99 * 1000:+.2f} ms",
-         "(see c⁗)", None),
+        ("    keystroke echo p50 / p99", p50_p99(own_echo, "keys"), "", None),
+        ("    raw websocket RTT p50 / p99", p50_p99(own_raw, "msgs"), "", None),
+        ("    echo − raw RTT, p50 / p99", over_text(own_echo, own_raw), "(see c⁗)", None),
         ("    ssmshell CPU per keystroke (all threads)", f"{own_cpu * 1e6:.0f} µs", "", None),
         *([("(c‴) the official plugin, same layout", "", "", None),
-           ("    keystroke echo p50 / p99", f"{pct(plugin_echo, 50) * 1000:.2f} / "
-            f"{pct(plugin_echo, 99) * 1000:.2f} ms ({len(plugin_echo)} keys)", "", None),
-           ("    echo − raw RTT, p50 / p99",
-            f"{(pct(plugin_echo, 50) - pct(own_raw, 50)) * 1000:+.2f} / "
-            f"{(pct(plugin_echo, 99) - pct(own_raw, 99)) * 1000:+.2f} ms", "", None),
-           ("    ssmshell echo / plugin echo, p50 / p99",
-            f"{pct(own_echo, 50) / pct(plugin_echo, 50):.2f}x / "
-            f"{pct(own_echo, 99) / pct(plugin_echo, 99):.2f}x", "", None),
+           ("    keystroke echo p50 / p99", p50_p99(plugin_echo, "keys"), "", None),
+           ("    echo − raw RTT, p50 / p99", over_text(plugin_echo, own_raw), "", None),
+           ("    ssmshell echo / plugin echo, p50 / p99", ratio_text(own_echo, plugin_echo),
+            "", None),
            ("    plugin CPU per keystroke (all threads)", f"{plugin_cpu * 1e6:.0f} µs", "", None),
            ("    peak RSS of the plugin", f"{plugin_rss:.1f} MB", "", None)]
           if plugin_echo else []),
         (f"(c⁗) interleaved, {args.rounds} runs (the verdict)", "", "", None),
-        ("    keystroke echo p50 / p99", f"{pct(turns.echo, 50) * 1000:.2f} / "
-         f"{pct(turns.echo, 99) * 1000:.2f} ms ({len(turns.echo)} keys)", "", None),
-        ("    raw websocket RTT p50 / p99", f"{pct(turns.raw, 50) * 1000:.2f} / "
-         f"{pct(turns.raw, 99) * 1000:.2f} ms ({len(turns.raw)} msgs)", "", None),
-        ("    echo − raw RTT, p50 / p99", f"{turn_over * 1000:+.2f} / {turn_over99 * 1000:+.2f} ms",
-         f"≤ +{TARGET_ECHO_OVER_RAW * 1000:.0f} ms", turn_over <= TARGET_ECHO_OVER_RAW
-         and turn_over99 <= TARGET_ECHO_OVER_RAW),
+        ("    keystroke echo p50 / p99", p50_p99(turns.echo, "keys"), "", None),
+        ("    raw websocket RTT p50 / p99", p50_p99(turns.raw, "msgs"), "", None),
+        ("    echo − raw RTT, p50 / p99", over_text(turns.echo, turns.raw),
+         f"≤ +{TARGET_ECHO_OVER_RAW * 1000:.0f} ms", echo_met),
         *([("    with the plugin's session in turn too:", "", "", None),
-           ("    ssmshell echo − raw RTT, p50 / p99",
-            f"{(pct(versus.echo, 50) - pct(versus.raw, 50)) * 1000:+.2f} / "
-            f"{(pct(versus.echo, 99) - pct(versus.raw, 99)) * 1000:+.2f} ms", "", None),
-           ("    plugin echo − raw RTT, p50 / p99",
-            f"{(pct(versus.plugin, 50) - pct(versus.raw, 50)) * 1000:+.2f} / "
-            f"{(pct(versus.plugin, 99) - pct(versus.raw, 99)) * 1000:+.2f} ms", "", None),
-           ("    ssmshell echo / plugin echo, p50 / p99",
-            f"{pct(versus.echo, 50) / pct(versus.plugin, 50):.2f}x / "
-            f"{pct(versus.echo, 99) / pct(versus.plugin, 99):.2f}x", "", None)]
+           ("    ssmshell echo − raw RTT, p50 / p99", over_text(versus.echo, versus.raw),
+            "", None),
+           ("    plugin echo − raw RTT, p50 / p99", over_text(versus.plugin, versus.raw),
+            "", None),
+           ("    ssmshell echo / plugin echo, p50 / p99", ratio_text(versus.echo, versus.plugin),
+            "", None)]
           if versus.plugin else []),
         ("(d) remote shell exit → ssmshell gone", f"{gone * 1000:.0f} ms",
          f"≤ {TARGET_GONE * 1000:.0f} ms", gone <= TARGET_GONE),
