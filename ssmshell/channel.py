@@ -79,7 +79,6 @@ TIMER_SLACK = 0.001
 #: Acknowledges are handled this long after they arrive, together: the agent acks a
 #: keystroke just before its echo arrives, and the echo should not wait behind it.
 ACK_DELAY = 0.001
-_ACKNOWLEDGE_FIELD = m.ACKNOWLEDGE.encode()  # MessageType at offset 4, space-padded
 
 #: A sink for stream data: writes what it can without waiting and returns the rest.
 Sink = Callable[[ev.StreamData], bytes]
@@ -339,7 +338,7 @@ class Channel:
 
     def _on_frame(self, frame: bytes) -> None:
         """A binary websocket message, straight from the socket's ``data_received``."""
-        if frame[4:15] == _ACKNOWLEDGE_FIELD:
+        if m.peek_type(frame) == m.ACKNOWLEDGE:
             # Nothing waits for an ack but the resend timer (RTO ≥ 10 ms) and the window.
             self._acks.append(frame)
             if self._acks_timer is None:

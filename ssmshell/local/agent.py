@@ -197,7 +197,7 @@ class AgentSession:
                 # Counted in fresh output messages, so that every connection makes
                 # progress however large the resend burst after a reconnect is.
                 seq = int.from_bytes(frame[48:56], "big") if len(frame) > 56 else -1
-                if frame[4:36].rstrip(b" \0") == b"output_stream_data" and \
+                if m.peek_type(frame) == m.OUTPUT_STREAM_DATA and \
                         seq > self._highest_delivered:
                     self._highest_delivered = seq
                     fresh_this_connection += 1
@@ -245,7 +245,7 @@ class AgentSession:
         """Whether this client frame is a new input message the faults cut at (the
         frame is then lost with the connection, as on a real network)."""
         seq = int.from_bytes(frame[48:56], "big") if len(frame) > 56 else -1
-        if frame[4:36].rstrip(b" \0") != b"input_stream_data" or seq <= self._highest_received:
+        if m.peek_type(frame) != m.INPUT_STREAM_DATA or seq <= self._highest_received:
             return False
         self._highest_received = seq
         self.fresh_input += 1

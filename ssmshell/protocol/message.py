@@ -74,6 +74,11 @@ def random_id() -> bytes:
     return bytes(raw)
 
 
+def peek_type(frame: bytes) -> str:
+    """The MessageType of a frame without decoding it ("" when it is not ASCII)."""
+    return frame[4:4 + MESSAGE_TYPE_LENGTH].rstrip(b" \x00").decode("ascii", "replace")
+
+
 def type_field(message_type: str) -> bytes:
     """The 32-byte MessageType field, space-padded (§4.2.2)."""
     return message_type.encode("ascii").ljust(MESSAGE_TYPE_LENGTH)

@@ -150,6 +150,14 @@ def test_nul_padded_message_type() -> None:
         nul_padded=True)
     assert b"\0" in frame[4:36]
     assert m.decode(frame).message_type == "output_stream_data"
+    assert m.peek_type(frame) == m.OUTPUT_STREAM_DATA  # padding either way
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_peek_type_agrees_with_decode(vector: dict[str, Any]) -> None:
+    frame = bytes.fromhex(vector["hex"])
+    assert m.peek_type(frame) == m.decode(frame).message_type
+    assert m.peek_type(frame[:4] + b"\xff" * 32 + frame[36:]) not in m.STREAM_MESSAGE_TYPES
 
 
 @pytest.mark.parametrize(
