@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-import uuid
 
 from ssmshell.protocol import message as m
 from ssmshell.protocol.cipher import AGENT, CLIENT, Cipher
@@ -27,7 +26,7 @@ def rate(seconds: float, encrypted: bool) -> float:
     seal = agent.encrypt if encrypted else bytes
     open_ = client.decrypt if encrypted else bytes
     payload = os.urandom(1024)
-    msg_id = uuid.uuid4()
+    msg_id = m.random_id()
     n = 0
     start = time.perf_counter()
     while True:

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import time
-import uuid
 from pathlib import Path
 
 from ssmshell.protocol import message as m
@@ -49,7 +48,7 @@ def seeds() -> list[bytes]:
                        b'"ActionParameters":{"SessionType":"Standard_Stream"}}]}',
                        PayloadType.EXIT_CODE: b"EXIT_CODE: 42",
                        PayloadType.SIZE: b'{"cols":80,"rows":24}'}.get(payload_type, b"hi")
-            out.append(m.Message(kind, random.randrange(3), 0, uuid.uuid4(), payload_type,
+            out.append(m.Message(kind, random.randrange(3), 0, m.random_id(), payload_type,
                                  payload, 1_700_000_000_000).encode())
     return out
 

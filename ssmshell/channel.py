@@ -338,7 +338,7 @@ class Channel:
 
     def _on_frame(self, frame: bytes) -> None:
         """A binary websocket message, straight from the socket's ``data_received``."""
-        if m.peek_type(frame) == m.ACKNOWLEDGE:
+        if m.is_acknowledge(frame):
             # Nothing waits for an ack but the resend timer (RTO ≥ 10 ms) and the window.
             self._acks.append(frame)
             if self._acks_timer is None:

@@ -481,7 +481,7 @@ class AgentSession:
         ).to_bytes()
         short = self.options.short_channel_closed
         frame = m.Message(
-            m.CHANNEL_CLOSED, 0, 0, uuid.uuid4(), 0, payload, int(time.time() * 1000),
+            m.CHANNEL_CLOSED, 0, 0, m.random_id(), 0, payload, int(time.time() * 1000),
             header_length=m.SHORT_HEADER_LENGTH if short else m.HEADER_LENGTH,
         ).encode(nul_padded=short)
         with contextlib.suppress(Exception):

@@ -39,7 +39,8 @@ ENCRYPTED_BY = {
 
 
 class _CounterNonces:
-    """The agent's nonce policy (§8.4): a 96-bit little-endian counter from a random start."""
+    """Nonces as the agent makes them (§8.4): a 96-bit little-endian counter from a
+    random start."""
 
     def __init__(self, start: bytes) -> None:
         self._value = int.from_bytes(start, "little")
@@ -56,8 +57,12 @@ class Cipher:
     Args:
         data_key: the 64-byte plaintext data key from KMS GenerateDataKey / Decrypt.
         role: ``"client"`` or ``"agent"``; decides which half encrypts.
-        nonces: a source of 12-byte nonces; defaults to random bytes for the
-            client and to the agent's counter for the agent.
+        nonces: a source of 12-byte nonces; defaults to the agent's counter (§8.4)
+            for both roles. The plugin draws 12 random bytes per message instead;
+            receivers take whatever the first 12 bytes are, and a counter from a
+            random start never repeats under the session's fresh data key (the
+            deterministic construction of NIST SP 800-38D, §8.2.1), without a
+            ``getrandom`` call on every keystroke (docs/PERFORMANCE.md).
 
     Raises:
         CipherError: the data key is not 64 bytes or the role is unknown.
@@ -74,16 +79,14 @@ class Cipher:
         first, second = data_key[:32], data_key[32:]
         if role == CLIENT:
             enc, dec = second, first
-            default: Callable[[], bytes] = lambda: os.urandom(NONCE_SIZE)  # noqa: E731
         elif role == AGENT:
             enc, dec = first, second
-            default = _CounterNonces(os.urandom(NONCE_SIZE))
         else:
             raise CipherError(f"unknown role {role!r}")
         self.role = role
         self._encryptor = AESGCM(enc)
         self._decryptor = AESGCM(dec)
-        self._nonces = nonces or default
+        self._nonces = nonces or _CounterNonces(os.urandom(NONCE_SIZE))
 
     def __repr__(self) -> str:  # never show key material
         return f"Cipher(role={self.role!r})"

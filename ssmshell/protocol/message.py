@@ -21,6 +21,7 @@ import hashlib
 import os
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ssmshell.protocol.errors import DigestMismatch, MalformedMessage
@@ -53,7 +54,29 @@ _FIXED = struct.Struct(">I32sIQqQ16s32s")  # HeaderLength .. PayloadDigest, 112 
 _HEADER = struct.Struct(">I32sIQqQ16s32sII")
 _TAIL = struct.Struct(">II")  # PayloadType, PayloadLength
 _U32 = struct.Struct(">I")
-_EMPTY_DIGEST = hashlib.sha256(b"").digest()
+#: Payloads up to this size are hashed with CPython's own SHA-256 (see :func:`digest`).
+SMALL_PAYLOAD = 256
+
+try:  # CPython's built-in SHA-256: ``_sha2`` since 3.12, ``_sha256`` before
+    from _sha2 import sha256 as _builtin_sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the Python version
+    try:
+        from _sha256 import sha256 as _builtin_sha256  # type: ignore[import-not-found]
+    except ImportError:  # a build without it
+        _builtin_sha256 = hashlib.sha256
+
+
+def digest(payload: bytes) -> bytes:
+    """The PayloadDigest of ``payload``: its SHA-256 (§4.2.8).
+
+    A keystroke's payload is hashed on a cold CPU (after milliseconds idle), where
+    the per-call set-up of OpenSSL's EVP interface costs ~20 µs more than CPython's
+    built-in SHA-256; OpenSSL's is faster from ~64 bytes on a warm CPU, and much
+    faster in bulk. So small payloads take the built-in one (docs/PERFORMANCE.md).
+    """
+    if len(payload) <= SMALL_PAYLOAD:
+        return _builtin_sha256(payload).digest()  # type: ignore[no-any-return]
+    return hashlib.sha256(payload).digest()
 
 
 def _swap_halves(b: bytes) -> bytes:
@@ -66,9 +89,30 @@ def wire_id(message_id: uuid.UUID) -> bytes:
     return _swap_halves(message_id.bytes)
 
 
+def id_text(wire: bytes) -> str:
+    """A MessageId in wire order as the canonical UUID text the JSON payloads carry
+    (``str(uuid.UUID(...))``, made without a UUID object)."""
+    h = (wire[8:16] + wire[0:8]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def random_id() -> bytes:
     """A new random (version 4) MessageId in wire order, made without a UUID object."""
-    raw = bytearray(os.urandom(16))
+    return _version_4(bytearray(os.urandom(16)))
+
+
+def random_ids(block: int = 64) -> Iterator[bytes]:
+    """Endless random (version 4) MessageIds in wire order, ``block`` per ``os.urandom``
+    call: a sender makes one per frame, and a ``getrandom`` call on a cold CPU costs a
+    keystroke ~10 µs (docs/PERFORMANCE.md). Each id is handed out once; use one
+    iterator per thread."""
+    while True:
+        raw = os.urandom(16 * block)
+        for start in range(0, len(raw), 16):
+            yield _version_4(bytearray(raw[start:start + 16]))
+
+
+def _version_4(raw: bytearray) -> bytes:
     raw[14] = raw[14] & 0x0F | 0x40  # version 4: byte 6 of the UUID, 14 on the wire
     raw[0] = raw[0] & 0x3F | 0x80  # RFC 4122 variant: byte 8 of the UUID, 0 on the wire
     return bytes(raw)
@@ -77,6 +121,17 @@ def random_id() -> bytes:
 def peek_type(frame: bytes) -> str:
     """The MessageType of a frame without decoding it ("" when it is not ASCII)."""
     return frame[4:4 + MESSAGE_TYPE_LENGTH].rstrip(b" \x00").decode("ascii", "replace")
+
+
+#: An acknowledge's MessageType field, padded either way (§4.2.2).
+_ACKNOWLEDGE_FIELDS = frozenset({ACKNOWLEDGE.encode().ljust(MESSAGE_TYPE_LENGTH, pad)
+                                 for pad in (b" ", b"\x00")})
+
+
+def is_acknowledge(frame: bytes) -> bool:
+    """Whether a frame is an acknowledge, without decoding its type
+    (``peek_type(frame) == ACKNOWLEDGE`` in fewer steps: it runs for every frame)."""
+    return frame[4:4 + MESSAGE_TYPE_LENGTH] in _ACKNOWLEDGE_FIELDS
 
 
 def type_field(message_type: str) -> bytes:
@@ -97,22 +152,27 @@ def frame(message_type: bytes, sequence_number: int, flags: int, message_id: byt
         message_id: in wire order, see :func:`wire_id` and :func:`random_id`.
     """
     return _HEADER.pack(HEADER_LENGTH, message_type, SCHEMA_VERSION, created_date,
-                        sequence_number, flags, message_id, hashlib.sha256(payload).digest(),
+                        sequence_number, flags, message_id, digest(payload),
                         payload_type, len(payload)) + payload
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
-    """One decoded (or to-be-encoded) data-channel message.
+    """One decoded (or to-be-encoded) data-channel message; treat it as read-only.
 
     Field names follow the protocol's own words. ``payload_digest`` is derived
-    from ``payload`` and filled in automatically.
+    from ``payload`` and filled in automatically. Two choices are for the
+    receive path of a keystroke's echo, which runs on a cold CPU
+    (docs/PERFORMANCE.md): the MessageId is kept as it is on the wire
+    (``wire_id``, see :func:`wire_id`), because it is only read when the frame is
+    acknowledged and a ``uuid.UUID`` costs ~30 µs; and the dataclass is not
+    frozen, whose ``__init__`` costs ~15 µs more.
     """
 
     message_type: str
     sequence_number: int
     flags: int
-    message_id: uuid.UUID
+    wire_id: bytes
     payload_type: int
     payload: bytes
     created_date: int
@@ -122,7 +182,17 @@ class Message:
 
     def __post_init__(self) -> None:
         if not self.payload_digest:
-            object.__setattr__(self, "payload_digest", hashlib.sha256(self.payload).digest())
+            self.payload_digest = digest(self.payload)
+
+    @property
+    def message_id(self) -> uuid.UUID:
+        """The MessageId (§4.2.7)."""
+        return uuid.UUID(bytes=_swap_halves(self.wire_id))
+
+    @property
+    def message_id_text(self) -> str:
+        """The MessageId as JSON payloads (Acknowledge) carry it."""
+        return id_text(self.wire_id)
 
     def encode(self, *, nul_padded: bool = False) -> bytes:
         """Serialise the message to one websocket binary frame.
@@ -159,7 +229,7 @@ def encode(message: Message, *, nul_padded: bool = False) -> bytes:
             message.created_date,
             message.sequence_number,
             message.flags,
-            wire_id(message.message_id),
+            message.wire_id,
             message.payload_digest,
         )
         if message.header_length == HEADER_LENGTH:
@@ -193,12 +263,11 @@ def decode(frame: bytes, *, verify_digest: bool = True) -> Message:
     if len(frame) < _FIXED.size + 4:
         raise MalformedMessage(f"frame of {len(frame)} bytes is shorter than a header")
     (header_length, raw_type, schema_version, created_date, sequence_number, flags,
-     raw_id, digest) = _FIXED.unpack_from(frame)
+     raw_id, payload_digest) = _FIXED.unpack_from(frame)
     try:
         message_type = raw_type.strip(b"\x00").decode("ascii").strip()
     except UnicodeDecodeError as exc:
         raise MalformedMessage("MessageType is not ASCII") from exc
-    message_id = uuid.UUID(bytes=_swap_halves(raw_id))
     publication = message_type in PUBLICATION_MESSAGE_TYPES
     if header_length < SHORT_HEADER_LENGTH or header_length + 4 > len(frame):
         if not publication:
@@ -216,17 +285,7 @@ def decode(frame: bytes, *, verify_digest: bool = True) -> Message:
             raise MalformedMessage(
                 f"PayloadLength {payload_length} but {len(payload)} payload bytes"
             )
-        if verify_digest and payload and hashlib.sha256(payload).digest() != digest:
+        if verify_digest and payload and digest(payload) != payload_digest:
             raise DigestMismatch(f"payload digest mismatch on {message_type}")
-    return Message(
-        message_type=message_type,
-        sequence_number=sequence_number,
-        flags=flags,
-        message_id=message_id,
-        payload_type=payload_type,
-        payload=payload,
-        created_date=created_date,
-        schema_version=schema_version,
-        header_length=header_length,
-        payload_digest=digest,
-    )
+    return Message(message_type, sequence_number, flags, raw_id, payload_type, payload,
+                   created_date, schema_version, header_length, payload_digest)

@@ -174,8 +174,8 @@ class DataChannel:
         self._wall_clock_ms = wall_clock_ms
         self._random = random_bytes or os.urandom
         #: MessageIds in wire order.
-        self._new_id: Callable[[], bytes] = m.random_id if new_uuid is None else (
-            lambda: m.wire_id(new_uuid()))
+        self._new_id: Callable[[], bytes] = m.random_ids().__next__ if new_uuid is None \
+            else (lambda: m.wire_id(new_uuid()))
         self._stream_type = m.type_field(
             m.INPUT_STREAM_DATA if role is Role.CLIENT else m.OUTPUT_STREAM_DATA)
         self.client_version = client_version if role is Role.CLIENT else ""
@@ -871,7 +871,7 @@ class DataChannel:
             self._outbox.append((msg, self._new_id(), self._wall_clock_ms()))
 
     def _ack_frame(self, msg: m.Message, message_id: bytes, created_date: int) -> bytes:
-        payload = Acknowledge(msg.message_type, str(msg.message_id),
+        payload = Acknowledge(msg.message_type, msg.message_id_text,
                               msg.sequence_number).to_bytes()
         return m.frame(_ACKNOWLEDGE_TYPE, 0, m.FLAGS_ACK, message_id, PayloadType.NONE,
                        payload, created_date)

@@ -64,16 +64,20 @@ def test_encrypted_payload_types_per_direction() -> None:
     assert not client.encrypts(PayloadType.FLAG)
 
 
-def test_agent_nonces_are_a_little_endian_counter() -> None:
-    agent = Cipher(KEY, AGENT)
-    first = agent.encrypt(b"a")[:12]
-    second = agent.encrypt(b"b")[:12]
+@pytest.mark.parametrize("role", [AGENT, CLIENT])
+def test_nonces_are_a_little_endian_counter_from_a_random_start(role: str) -> None:
+    cipher = Cipher(KEY, role)
+    first = cipher.encrypt(b"a")[:12]
+    second = cipher.encrypt(b"b")[:12]
     assert int.from_bytes(second, "little") == (int.from_bytes(first, "little") + 1) % 2**96
+    assert Cipher(KEY, role).encrypt(b"a")[:12] != first  # a fresh random start
 
 
-def test_client_nonces_are_random() -> None:
-    client = Cipher(KEY, CLIENT)
-    assert client.encrypt(b"a")[:12] != client.encrypt(b"a")[:12]
+def test_the_counter_wraps_at_96_bits() -> None:
+    cipher = Cipher(KEY, CLIENT, nonces=None)
+    cipher._nonces._value = 2**96 - 1  # type: ignore[attr-defined]
+    assert cipher.encrypt(b"a")[:12] == b"\xff" * 12
+    assert cipher.encrypt(b"a")[:12] == bytes(12)
 
 
 def test_repr_hides_key() -> None:

@@ -21,6 +21,11 @@ VECTORS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent.parent / "data" / "client_messages.json").read_text())
 
 
+def wid(text: str) -> bytes:
+    """A MessageId written as text, in wire order."""
+    return m.wire_id(uuid.UUID(text))
+
+
 def test_all_eleven_vectors_present() -> None:
     assert len(VECTORS) == 11
 
@@ -49,7 +54,7 @@ def test_vector_encodes_from_fields_byte_for_byte(vector: dict[str, Any]) -> Non
         message_type=fields["MessageType"],
         sequence_number=fields["SequenceNumber"],
         flags=fields["Flags"],
-        message_id=uuid.UUID(fields["MessageId"]),
+        wire_id=m.wire_id(uuid.UUID(fields["MessageId"])),
         payload_type=fields["PayloadType"],
         payload=bytes.fromhex(fields["PayloadHex"]),
         created_date=fields["CreatedDate"],
@@ -71,7 +76,8 @@ def test_vector_from_the_send_path_byte_for_byte(vector: dict[str, Any]) -> None
 
 
 def test_random_ids_are_version_4_uuids() -> None:
-    ids = {m.random_id() for _ in range(200)}
+    drawn = m.random_ids(block=8)
+    ids = {m.random_id() for _ in range(100)} | {next(drawn) for _ in range(100)}
     assert len(ids) == 200
     for raw in ids:
         mid = uuid.UUID(bytes=raw[8:] + raw[:8])
@@ -94,7 +100,7 @@ def test_spec_worked_example_acknowledge() -> None:
     payload = (b'{"AcknowledgedMessageType":"output_stream_data","AcknowledgedMessageId":'
                b'"dd01e56b-ff48-483e-a508-b5f073f31b16","AcknowledgedMessageSequenceNumber":7,'
                b'"IsSequentialMessage":true}')
-    msg = m.Message(m.ACKNOWLEDGE, 0, 3, uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e"), 0,
+    msg = m.Message(m.ACKNOWLEDGE, 0, 3, wid("0f8fad5b-d9cb-469f-a165-70867728950e"), 0,
                     payload, 1700000000000)
     assert msg.encode().hex() == SPEC_ACK_HEX
 
@@ -106,28 +112,46 @@ def test_spec_worked_example_input_stream_data() -> None:
         "cfe5687b00000000000000010000000000000000944be07fc1f90ae77c9e6679742540debee73bd50eb0edee"
         "3592c11e8d8f965d45e0ec95e7659a7a9b35c42f864a3e7500000001000000076c73202d6c610d"
     )
-    msg = m.Message(m.INPUT_STREAM_DATA, 1, 0, uuid.UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7"),
+    msg = m.Message(m.INPUT_STREAM_DATA, 1, 0, wid("7c9e6679-7425-40de-944b-e07fc1f90ae7"),
                     1, b"ls -la\r", 1700000000123)
     assert msg.encode().hex() == expected
 
 
 def test_message_id_halves_are_swapped() -> None:
-    msg = m.Message(m.ACKNOWLEDGE, 0, 3, uuid.UUID("dd01e56b-ff48-483e-a508-b5f073f31b16"), 0,
+    msg = m.Message(m.ACKNOWLEDGE, 0, 3, wid("dd01e56b-ff48-483e-a508-b5f073f31b16"), 0,
                     b"", 1)
     assert msg.encode()[64:80].hex() == "a508b5f073f31b16dd01e56bff48483e"
 
 
+def test_message_id_reads_back_from_the_wire_order() -> None:
+    text = "dd01e56b-ff48-483e-a508-b5f073f31b16"
+    msg = m.decode(m.Message(m.ACKNOWLEDGE, 0, 3, wid(text), 0, b"", 1).encode())
+    assert msg.message_id == uuid.UUID(text)
+    assert msg.message_id_text == text
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_id_text_is_the_uuid_text(raw: bytes) -> None:
+    assert m.id_text(raw) == str(uuid.UUID(bytes=raw[8:] + raw[:8]))
+
+
+@pytest.mark.parametrize("size", [0, 1, 29, m.SMALL_PAYLOAD, m.SMALL_PAYLOAD + 1, 5000])
+def test_digest_is_sha256_on_both_sides_of_the_small_payload_cut(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    assert m.digest(payload) == hashlib.sha256(payload).digest()
+
+
 def test_empty_payload_digest() -> None:
-    msg = m.Message(m.ACKNOWLEDGE, 0, 3, uuid.uuid4(), 0, b"", 1)
+    msg = m.Message(m.ACKNOWLEDGE, 0, 3, m.random_id(), 0, b"", 1)
     assert msg.encode()[80:112] == hashlib.sha256(b"").digest()
 
 
 def _frame(payload: bytes = b"hello", **kw: Any) -> bytes:
-    return m.Message(m.OUTPUT_STREAM_DATA, 0, 1, uuid.uuid4(), 1, payload, 123, **kw).encode()
+    return m.Message(m.OUTPUT_STREAM_DATA, 0, 1, m.random_id(), 1, payload, 123, **kw).encode()
 
 
 def test_header_length_112_without_payload_type() -> None:
-    frame = m.Message(m.CHANNEL_CLOSED, 0, 0, uuid.uuid4(), 0, b'{"Output":""}', 5,
+    frame = m.Message(m.CHANNEL_CLOSED, 0, 0, m.random_id(), 0, b'{"Output":""}', 5,
                       header_length=112).encode(nul_padded=True)
     assert len(frame) == 116 + 13
     msg = m.decode(frame)
@@ -146,7 +170,7 @@ def test_decoder_follows_a_longer_header_length() -> None:
 
 def test_nul_padded_message_type() -> None:
     assert m.decode(_frame(), ).message_type == "output_stream_data"
-    frame = m.Message(m.OUTPUT_STREAM_DATA, 0, 1, uuid.uuid4(), 1, b"x", 9).encode(
+    frame = m.Message(m.OUTPUT_STREAM_DATA, 0, 1, m.random_id(), 1, b"x", 9).encode(
         nul_padded=True)
     assert b"\0" in frame[4:36]
     assert m.decode(frame).message_type == "output_stream_data"
@@ -158,6 +182,15 @@ def test_peek_type_agrees_with_decode(vector: dict[str, Any]) -> None:
     frame = bytes.fromhex(vector["hex"])
     assert m.peek_type(frame) == m.decode(frame).message_type
     assert m.peek_type(frame[:4] + b"\xff" * 32 + frame[36:]) not in m.STREAM_MESSAGE_TYPES
+    assert m.is_acknowledge(frame) == (m.decode(frame).message_type == m.ACKNOWLEDGE)
+
+
+@pytest.mark.parametrize("nul_padded", [False, True])
+def test_is_acknowledge_either_padding(nul_padded: bool) -> None:
+    ack = m.Message(m.ACKNOWLEDGE, 0, 3, m.random_id(), 0, b"{}", 9).encode(nul_padded=nul_padded)
+    assert m.is_acknowledge(ack)
+    assert not m.is_acknowledge(ack[:4] + b"acknowledgeX" + ack[16:])
+    assert not m.is_acknowledge(_frame())
 
 
 @pytest.mark.parametrize(
@@ -185,18 +218,18 @@ def test_digest_check_can_be_skipped_like_the_agent() -> None:
 
 
 def test_publication_messages_skip_validation() -> None:
-    frame = m.Message(m.PAUSE_PUBLICATION, 0, 0, uuid.uuid4(), 0, b"", 1).encode()
+    frame = m.Message(m.PAUSE_PUBLICATION, 0, 0, m.random_id(), 0, b"", 1).encode()
     odd = struct.pack(">I", 0) + frame[4:40] + b"\0" * 8 + frame[48:]
     assert m.decode(odd).message_type == m.PAUSE_PUBLICATION
 
 
 def test_encode_rejects_out_of_range_fields() -> None:
     with pytest.raises(MalformedMessage):
-        m.Message("x" * 33, 0, 0, uuid.uuid4(), 0, b"", 1).encode()
+        m.Message("x" * 33, 0, 0, m.random_id(), 0, b"", 1).encode()
     with pytest.raises(MalformedMessage):
-        m.Message(m.INPUT_STREAM_DATA, 2**63, 0, uuid.uuid4(), 0, b"", 1).encode()
+        m.Message(m.INPUT_STREAM_DATA, 2**63, 0, m.random_id(), 0, b"", 1).encode()
     with pytest.raises(MalformedMessage):
-        m.Message("ümlaut", 0, 0, uuid.uuid4(), 0, b"", 1).encode()
+        m.Message("ümlaut", 0, 0, m.random_id(), 0, b"", 1).encode()
 
 
 @settings(max_examples=2000, deadline=None)
@@ -234,7 +267,7 @@ def test_mutated_vectors_decode_or_raise_typed_error(
 )
 def test_roundtrip(kind: str, seq: int, flags: int, mid: uuid.UUID, ptype: int, payload: bytes,
                    created: int) -> None:
-    msg = m.Message(kind, seq, flags, mid, ptype, payload, created)
+    msg = m.Message(kind, seq, flags, m.wire_id(mid), ptype, payload, created)
     assert m.decode(msg.encode()) == msg
     assert m.frame(m.type_field(kind), seq, flags, m.wire_id(mid), ptype, payload,
                    created) == msg.encode()

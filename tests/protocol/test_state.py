@@ -138,7 +138,7 @@ def pid(seq: int) -> uuid.UUID:
 
 def frame(kind: str, seq: int, payload: bytes, ptype: int = PayloadType.OUTPUT, *,
           mid: uuid.UUID | None = None, flags: int = 0) -> bytes:
-    return m.Message(kind, seq, flags, mid or pid(seq), ptype, payload, WALL).encode()
+    return m.Message(kind, seq, flags, m.wire_id(mid or pid(seq)), ptype, payload, WALL).encode()
 
 
 def to(dc_or_peer: DataChannel | Peer, seq: int, payload: bytes,
@@ -152,23 +152,25 @@ def ack_frame(seq: int, acked_type: str = IN, mid: uuid.UUID | None = None) -> b
     """The peer's ack of our message ``seq``."""
     payload = Acknowledge(acked_type, str(pid(seq)), seq).to_bytes()
     mid = mid or uuid.UUID(int=(0xAC << 96) | (seq & 0xFFFF_FFFF))
-    return m.Message(m.ACKNOWLEDGE, 0, m.FLAGS_ACK, mid, PayloadType.NONE, payload, WALL).encode()
+    return m.Message(m.ACKNOWLEDGE, 0, m.FLAGS_ACK, m.wire_id(mid), PayloadType.NONE, payload,
+                     WALL).encode()
 
 
 def expected_ack(ack_id: uuid.UUID, acked_type: str, acked_id: uuid.UUID, seq: int) -> bytes:
     """The exact bytes of the ack a DataChannel must send (§5.2, §4.2.6 flags 3)."""
     payload = Acknowledge(acked_type, str(acked_id), seq).to_bytes()
-    return m.Message(m.ACKNOWLEDGE, 0, 3, ack_id, 0, payload, WALL).encode()
+    return m.Message(m.ACKNOWLEDGE, 0, 3, m.wire_id(ack_id), 0, payload, WALL).encode()
 
 
 def expected_data(mid: uuid.UUID, kind: str, seq: int, ptype: int, payload: bytes,
                   flags: int = 0) -> bytes:
-    return m.Message(kind, seq, flags, mid, ptype, payload, WALL).encode()
+    return m.Message(kind, seq, flags, m.wire_id(mid), ptype, payload, WALL).encode()
 
 
 def service_frame(kind: str, payload: bytes = b"", **kw: Any) -> bytes:
     """channel_closed / start_publication / pause_publication as the service sends them."""
-    return m.Message(kind, 0, 0, uuid.UUID(int=0x5E << 96), 0, payload, WALL, **kw).encode()
+    service_id = m.wire_id(uuid.UUID(int=0x5E << 96))
+    return m.Message(kind, 0, 0, service_id, 0, payload, WALL, **kw).encode()
 
 
 def acked_seqs(frames: list[bytes]) -> list[int]:
@@ -399,7 +401,7 @@ def test_malformed_ack_payload_is_dropped() -> None:
     p = opened(Role.CLIENT)
     p.dc.send_output(b"a")
     p.out()
-    bad = m.Message(m.ACKNOWLEDGE, 0, 3, uuid.uuid4(), 0, b'{"nope":1}', WALL).encode()
+    bad = m.Message(m.ACKNOWLEDGE, 0, 3, m.random_id(), 0, b'{"nope":1}', WALL).encode()
     p.dc.receive_frame(bad)
     events = p.events()
     assert len(events) == 1 and isinstance(events[0], ev.FrameDropped)
@@ -1201,7 +1203,7 @@ def test_channel_closed_event_and_afterwards() -> None:
 def test_channel_closed_as_the_service_sends_it() -> None:
     # HeaderLength 112, NUL padding, garbage JSON: still a ChannelClosed (§4.2.1, §5.3).
     p = opened(Role.CLIENT)
-    short = m.Message(m.CHANNEL_CLOSED, 0, 0, uuid.uuid4(), 0, b"not json", WALL,
+    short = m.Message(m.CHANNEL_CLOSED, 0, 0, m.random_id(), 0, b"not json", WALL,
                       header_length=112).encode(nul_padded=True)
     p.dc.receive_frame(short)
     assert p.events() == [ev.ChannelClosed(SESSION, "")]
@@ -1535,7 +1537,7 @@ def fuzz_frames(draw: st.DrawFn, stream_type: str, expected: int) -> bytes:
                                                                expected + 2])
                              | st.integers(-(2**63), 2**63 - 1)),
         flags=draw(st.integers(0, 3) | st.integers(0, 2**64 - 1)),
-        message_id=uuid.UUID(int=draw(st.integers(0, 2**128 - 1))),
+        wire_id=m.wire_id(uuid.UUID(int=draw(st.integers(0, 2**128 - 1)))),
         payload_type=payload_type,
         payload=payload,
         created_date=draw(st.sampled_from([WALL, 1]) | st.integers(0, 2**64 - 1)),
@@ -1739,7 +1741,7 @@ def mutated(draw: st.DrawFn, raw: bytes) -> bytes:
         seq = draw(st.integers(seq - 2, seq + 2))
     else:
         payload = draw(st.binary(max_size=100) | payloads)
-    return m.Message(msg.message_type, seq, msg.flags, msg.message_id, ptype, payload,
+    return m.Message(msg.message_type, seq, msg.flags, msg.wire_id, ptype, payload,
                      msg.created_date).encode()
 
 
@@ -1853,7 +1855,7 @@ def test_every_json_field_replaced_yields_typed_errors_only() -> None:
                 for value, delete in variants:
                     payload = _json_bytes(_replace(tree, path, value, delete))
                     forged = m.Message(msg.message_type, msg.sequence_number, msg.flags,
-                                       msg.message_id, msg.payload_type, payload,
+                                       msg.wire_id, msg.payload_type, payload,
                                        msg.created_date).encode()
                     _scripted_session(
                         script, lambda i, f, n=index, x=forged: x if i == n else None)
