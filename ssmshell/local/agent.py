@@ -132,7 +132,9 @@ class AgentSession:
     def send(self, data: bytes, payload_type: int = PayloadType.OUTPUT) -> None:
         if self.dc.state is State.OPEN:
             self.dc.send_output(data, payload_type)
-            if not self._flush_now():
+            # The output before the acks still queued: the real agent reads the PTY in a
+            # goroutine of its own, and an echo there never waits for an ack being made.
+            if not self._flush_now(acks=False):
                 self._kick()
 
     def send_exit_code(self, code: int) -> None:
@@ -494,15 +496,16 @@ class AgentSession:
     def _kick(self) -> None:
         self._wake.set()
 
-    def _flush_now(self) -> bool:
+    def _flush_now(self, acks: bool = True) -> bool:
         """Write the queued frames at once, as the real agent does, when nothing sits
         between the data channel and the socket: no faults on the link, no flush in
-        progress, room in the socket's buffer. False: :meth:`_flush` must do it."""
+        progress, room in the socket's buffer. False: :meth:`_flush` must do it.
+        ``acks=False`` leaves acknowledges for a later flush."""
         ws, link = self.ws, self._out_link
         if ws is None or link is None or self._lock.locked() or not self._direct \
                 or ws in self._frozen or ws.transport.get_write_buffer_size() > WRITE_HIGH:
             return False
-        frames = self.dc.data_to_send()
+        frames = self.dc.data_to_send(acks=acks)
         write_frames(ws, frames)
         link.stats["frames"] += len(frames)
         self.frames_to_client += len(frames)

@@ -242,9 +242,18 @@ class DataChannel:
 
     # ------------------------------------------------------------------ outputs
 
-    def data_to_send(self) -> list[bytes]:
-        """Frames to write to the websocket, in order; the list is handed over."""
+    def data_to_send(self, *, acks: bool = True) -> list[bytes]:
+        """Frames to write to the websocket, in order; the list is handed over.
+
+        Args:
+            acks: False hands over the other frames and keeps the acknowledges for
+                the next call: a sender with output ready can write it before it
+                spends time on acks (nothing waits on an ack but a resend timer).
+        """
         out, self._outbox = self._outbox, []
+        if not acks:
+            self._outbox = [frame for frame in out if not isinstance(frame, bytes)]
+            return [frame for frame in out if isinstance(frame, bytes)]
         return [frame if isinstance(frame, bytes) else self._ack_frame(*frame) for frame in out]
 
     def next_events(self) -> list[ev.Event]:

@@ -277,6 +277,19 @@ def test_in_order_delivery_acks_each_message_with_exact_frames(role: Role) -> No
     assert p.dc.bytes_received == len(b"onetwothree") + (2 if role is Role.CLIENT else 0)
 
 
+@pytest.mark.parametrize("role", [Role.CLIENT, Role.AGENT])
+def test_data_to_send_without_acks_keeps_them_for_the_next_call(role: Role) -> None:
+    p = opened(role)
+    base = p.dc.expected_sequence_number
+    p.dc.receive_frame(to(p, base, b"typed"))
+    p.dc.send_output(b"echo")
+    first = summary(p.dc.data_to_send(acks=False))
+    assert [row[2] for row in first] == [PayloadType.OUTPUT]  # only the data frame
+    assert summary(p.dc.data_to_send(acks=False)) == []
+    assert summary(p.dc.data_to_send()) == [("ack", base)]
+    assert p.out() == []
+
+
 def test_client_first_output_without_handshake_opens_shell_session() -> None:
     p = make(Role.CLIENT)
     p.dc.receive_frame(to(p, 0, b"sh-5.2$ ", flags=m.FLAG_SYN))
