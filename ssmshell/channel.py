@@ -263,14 +263,13 @@ class Channel:
 
     def send_output_now(self, data: bytes) -> bool:
         """Send user bytes at once if nothing needs waiting for; False if the caller
-        must use :meth:`send_output` instead (window full, peer stalled, no socket,
-        a full socket buffer)."""
-        ws = self._ws
-        if not self._writable.is_set() or self.dc.peer_stalled or ws is None or \
-                ws.transport.get_write_buffer_size() > WRITE_HIGH:
+        must use :meth:`send_output` instead (the channel not open, window full, peer
+        stalled, no socket, a full socket buffer)."""
+        ws, dc = self._ws, self.dc
+        if ws is None or dc.state is not State.OPEN or not self._writable.is_set() or \
+                dc.peer_stalled or ws.transport.get_write_buffer_size() > WRITE_HIGH:
             return False
-        self._check()
-        self.dc.send_output(data)
+        dc.send_output(data)
         self._flush()
         return True
 
@@ -378,7 +377,7 @@ class Channel:
         self._flush()
 
     def _dispatch(self, events: list[ev.Event]) -> None:
-        if not any(isinstance(e, ev.FrameDropped) for e in events):
+        if self._bad_frames and not any(isinstance(e, ev.FrameDropped) for e in events):
             self._bad_frames = 0
         for index, event in enumerate(events):
             if isinstance(event, ev.StreamData):

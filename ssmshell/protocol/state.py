@@ -322,9 +322,14 @@ class DataChannel:
         Raises:
             ProtocolError: the channel is closed or failed.
         """
+        size = self.max_payload
+        if self.state is State.OPEN and not self._pending and not self.paused and \
+                0 < len(data) <= size and len(self._unacked) < self.window:
+            self._data_sent_bytes += len(data)
+            self._send_stream(payload_type, data)  # a keystroke: straight out
+            return
         self._check_usable()
         self._data_sent_bytes += len(data)
-        size = self.max_payload
         for start in range(0, len(data), size):
             self._pending.append((payload_type, data[start:start + size]))
         self._flush_pending()

@@ -101,7 +101,13 @@ def write_now(fd: int, data: bytes) -> bytes:
     An error leaves the rest for :func:`write_all`, which raises it where the caller
     can handle it.
     """
-    view = memoryview(data)
+    try:
+        written = os.write(fd, data)
+    except OSError:
+        return data
+    if written == len(data):  # an echo, a screenful: all of it, nearly always
+        return b""
+    view = memoryview(data)[written:]
     while view:
         try:
             written = os.write(fd, view)
