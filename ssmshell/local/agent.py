@@ -30,6 +30,8 @@ from ssmshell.protocol.state import AGENT_VERSION, DataChannel, Role, State
 log = logging.getLogger("ssmshell.local.agent")
 
 PREPARE_TO_CLOSE = 2.0  # §14.2 PrepareToCloseChannel: wait ≤ 2 s for acks at the end
+#: Gives up the CPU to another runnable process (POSIX; absent on Windows).
+_yield_cpu: Callable[[], None] | None = getattr(os, "sched_yield", None)
 
 
 @dataclass
@@ -122,6 +124,7 @@ class AgentSession:
         self.fresh_output = 0
         self.fresh_input = 0
         self._frozen: set[Any] = set()
+        self._sent_in_receive = False
 
     # ------------------------------------------------------------------ AgentIO
 
@@ -134,7 +137,9 @@ class AgentSession:
             self.dc.send_output(data, payload_type)
             # The output before the acks still queued: the real agent reads the PTY in a
             # goroutine of its own, and an echo there never waits for an ack being made.
-            if not self._flush_now(acks=False):
+            if self._flush_now(acks=False):
+                self._sent_in_receive = True
+            else:
                 self._kick()
 
     def send_exit_code(self, code: int) -> None:
@@ -321,7 +326,13 @@ class AgentSession:
             ws.on_binary = None
             self._spawn(self.finish(str(exc)))
             return
+        self._sent_in_receive = False
         self._dispatch(self.dc.next_events())
+        if self._sent_in_receive and _yield_cpu is not None:
+            # Output (a keystroke's echo) left before this message's ack. The real agent
+            # runs on another host; this one shares the client's CPUs, and a client woken
+            # on this CPU would wait while the ack is made: it reads its echo first.
+            _yield_cpu()
         if not self._flush_now():
             self._kick()
         room = getattr(self.plugin, "input_room", None)

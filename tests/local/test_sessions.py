@@ -157,6 +157,39 @@ def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
     assert run(body()) == (False, False)
 
 
+def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
+        local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a keystroke's echo is readable right after the input was written, the agent
+    writes it before the keystroke's ack and gives up the CPU before making the ack
+    (the real agent runs on another host and never delays a client's echo)."""
+    import ssmshell.local.agent as agent_module
+
+    pending: list[list[str]] = []  # what the agent's outbox held at each yield
+    aws = aws_for(local_sm, monkeypatch)
+    channel = make_channel(aws, start(local_sm))
+
+    async def body() -> None:
+        await channel.open()
+        async for event in channel.events():
+            if isinstance(event, ev.SessionStarted):
+                break
+        agent = local_sm.gateway.sessions[channel.session_id]
+        monkeypatch.setattr(agent_module, "_yield_cpu", lambda: pending.append(
+            ["ack" if isinstance(item, tuple) else "frame" for item in agent.dc._outbox]))
+        await asyncio.sleep(1.5)  # the agent's initial read delay: the shell is reading
+        for key in b"abcdefghijklmnopqrstuvwxyz" * 2:
+            await channel.send_output(bytes([key]))
+            await asyncio.sleep(0.01)
+        await channel.send_output(b"\x15exit\r")
+        async for _ in channel.events():
+            pass
+        await channel.close()
+
+    run(body())
+    assert pending, "no echo was readable at once in 52 keystrokes"
+    assert all(held == ["ack"] for held in pending), pending
+
+
 def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     aws = aws_for(local_sm, monkeypatch)
