@@ -374,13 +374,13 @@ class AgentSession:
 
     def _dispatch(self, events: list[ev.Event]) -> None:
         for event in events:
-            if isinstance(event, ev.SessionStarted):
+            if isinstance(event, ev.StreamData):  # first: a keystroke's way to the PTY
+                if self.plugin is not None:
+                    self.plugin.on_input(event.data)
+            elif isinstance(event, ev.SessionStarted):
                 self._plugin_task = asyncio.create_task(self._run_plugin())
                 if self.faults.hostile in ("garbage", "oversized", "downgrade"):
                     self._tasks.append(asyncio.create_task(self._be_hostile()))
-            elif isinstance(event, ev.StreamData):
-                if self.plugin is not None:
-                    self.plugin.on_input(event.data)
             elif isinstance(event, ev.SizeChanged):
                 if self.plugin is not None:
                     self.plugin.on_size(event.cols, event.rows)

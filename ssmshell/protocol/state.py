@@ -210,7 +210,7 @@ class DataChannel:
         #: its MessageId, its CreatedDate) and made in :meth:`data_to_send`, after the
         #: session has handled the events: what the peer waits for (a keystroke's echo
         #: written, say) does not wait for the ack's JSON, digest and packing.
-        self._outbox: list[bytes | tuple[m.Message, bytes, int]] = []
+        self._outbox: list[bytes | m.Message] = []  # frames, and messages to ack
         self._events: list[ev.Event] = []
         #: Agent: HandshakeComplete is due once the receive loop has acked the message
         #: that completed the handshake (as the real agent's handshake routine sends it).
@@ -254,7 +254,7 @@ class DataChannel:
         if not acks:
             self._outbox = [frame for frame in out if not isinstance(frame, bytes)]
             return [frame for frame in out if isinstance(frame, bytes)]
-        return [frame if isinstance(frame, bytes) else self._ack_frame(*frame) for frame in out]
+        return [frame if isinstance(frame, bytes) else self._ack_frame(frame) for frame in out]
 
     def next_events(self) -> list[ev.Event]:
         """Events for the session since the last call, in order."""
@@ -882,11 +882,11 @@ class DataChannel:
 
     def _ack(self, msg: m.Message) -> None:
         if self.connected:
-            self._outbox.append((msg, self._new_id(), self._wall_clock_ms()))
+            self._outbox.append(msg)  # the ack is made in data_to_send, after the work
 
-    def _ack_frame(self, msg: m.Message, message_id: bytes, created_date: int) -> bytes:
+    def _ack_frame(self, msg: m.Message) -> bytes:
         payload = Acknowledge(msg.message_type, msg.message_id_text,
                               msg.sequence_number).to_bytes()
-        return m.frame(_ACKNOWLEDGE_TYPE, 0, m.FLAGS_ACK, message_id, PayloadType.NONE,
-                       payload, created_date)
+        return m.frame(_ACKNOWLEDGE_TYPE, 0, m.FLAGS_ACK, self._new_id(), PayloadType.NONE,
+                       payload, self._wall_clock_ms())
 

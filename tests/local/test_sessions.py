@@ -175,7 +175,7 @@ def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
                 break
         agent = local_sm.gateway.sessions[channel.session_id]
         monkeypatch.setattr(agent_module, "_yield_cpu", lambda: pending.append(
-            ["ack" if isinstance(item, tuple) else "frame" for item in agent.dc._outbox]))
+            ["frame" if isinstance(item, bytes) else "ack" for item in agent.dc._outbox]))
         await asyncio.sleep(1.5)  # the agent's initial read delay: the shell is reading
         for key in b"abcdefghijklmnopqrstuvwxyz" * 2:
             await channel.send_output(bytes([key]))

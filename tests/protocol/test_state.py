@@ -807,10 +807,11 @@ def test_handshake_without_kms_exact_exchange_and_no_early_user_data() -> None:
     client.clock.now = 0.25
     client.dc.receive_frame(request)
     # Ack of the HandshakeRequest first, then HandshakeResponse as the client's seq 0.
+    # (An ack's MessageId is drawn when the ack is made, after the response's.)
     ack, response = client.out()
-    assert ack == expected_ack(client.ids.get(1), OUT, agent.ids.get(1), 0)
+    assert ack == expected_ack(client.ids.get(2), OUT, agent.ids.get(1), 0)
     assert response == expected_data(
-        client.ids.get(2), IN, 0, PayloadType.HANDSHAKE_RESPONSE,
+        client.ids.get(1), IN, 0, PayloadType.HANDSHAKE_RESPONSE,
         b'{"ClientVersion":"1.2.677.0","ProcessedClientActions":[{"ActionType":"SessionType",'
         b'"ActionStatus":1,"ActionResult":null,"Error":""}],"Errors":null}')
     assert client.events() == []
@@ -823,10 +824,10 @@ def test_handshake_without_kms_exact_exchange_and_no_early_user_data() -> None:
     # sends HandshakeComplete (which opens the session and sends the queued output).
     # The official plugin's mux port session crashes its listener on any message
     # between HandshakeComplete and its streams being set, so the order matters.
-    assert agent_ack == expected_ack(agent.ids.get(2), IN, client.ids.get(2), 0)
-    assert complete == expected_data(agent.ids.get(3), OUT, 1, PayloadType.HANDSHAKE_COMPLETE,
+    assert agent_ack == expected_ack(agent.ids.get(4), IN, client.ids.get(1), 0)
+    assert complete == expected_data(agent.ids.get(2), OUT, 1, PayloadType.HANDSHAKE_COMPLETE,
                                      b'{"HandshakeTimeToComplete":250000000,"CustomerMessage":""}')
-    assert agent_data == expected_data(agent.ids.get(4), OUT, 2, 1, b"agent early")
+    assert agent_data == expected_data(agent.ids.get(3), OUT, 2, 1, b"agent early")
     assert agent.events() == [ev.SessionStarted(
         session_type="Port", properties=props, agent_version=AGENT_VERSION,
         client_version=CLIENT_VERSION, customer_message="", encrypted=False, handshake=True)]
