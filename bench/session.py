@@ -68,6 +68,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import pty
@@ -461,6 +462,7 @@ def serve_in_process(what: str) -> None:
         os.environ["ENV"] = ""
         sm = LocalSessionManager(agent_options=AgentOptions(shell="/bin/sh"))
         sm.start_in_thread()
+        gc.freeze()  # as `ssmshell local serve` does: no full collection over startup objects
         print(json.dumps(sm.client_env()), flush=True)
         sys.stdin.read()
         sm.stop_thread()

@@ -503,6 +503,7 @@ def local() -> None:
 def local_serve(host: str, port: int, gateway_port: int, config_path: str | None) -> None:
     """Run the local Session Manager in the foreground until interrupted."""
     import asyncio
+    import gc
 
     from ssmshell.local.config import load_config
     from ssmshell.local.server import LocalSessionManager
@@ -512,6 +513,7 @@ def local_serve(host: str, port: int, gateway_port: int, config_path: str | None
 
     async def serve() -> None:
         await sm.start(host, port, gateway_port)
+        gc.freeze()  # startup objects live until exit: no collector walks over them
         env = sm.client_env()
         click.echo(f"Local Session Manager listening (Ctrl-C to stop)\n"
                    f"  endpoint:   {sm.endpoint_url}\n"

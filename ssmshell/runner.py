@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -116,6 +117,10 @@ async def guarded(body: Awaitable[int]) -> int:
 async def _run(aws: Aws, info: SessionInfo, body: Callable[[Channel], Awaitable[int]],
                options: ChannelOptions | None) -> int:
     channel = make_channel(aws, info, options)
+    # What exists now (modules, clients, the AWS calls) lives as long as the process:
+    # the cyclic collector need not walk it again. A full collection of it takes 6-8 ms,
+    # which otherwise lands on a keystroke's echo now and then (docs/PERFORMANCE.md).
+    gc.freeze()
     try:
         return await guarded(body(channel))
     finally:
