@@ -46,10 +46,10 @@ _ENV_BLOCKERS = ("HTTPS_PROXY", "https_proxy",
 _CONFIG_BLOCKERS = ("endpoint_url", "services", "ca_bundle", "use_fips_endpoint",
                     "use_dualstack_endpoint", "ignore_configure_endpoint_urls",
                     "ignore_configured_endpoint_urls")
-#: Profile keys that mean the credentials come from elsewhere than the file itself.
-_INDIRECT = ("role_arn", "source_profile", "credential_source", "credential_process",
-             "web_identity_token_file", "sso_start_url", "sso_session", "sso_account_id",
-             "sso_role_name")
+#: Profile keys that mean botocore's own providers get the credentials (a profile's
+#: ``credential_process`` ssmshell runs itself, see :class:`ProcessCredentials`).
+_INDIRECT = ("role_arn", "source_profile", "credential_source", "web_identity_token_file",
+             "sso_start_url", "sso_session", "sso_account_id", "sso_role_name")
 #: Environment variables that put another provider before the shared files in
 #: botocore's chain (web identity).
 _ENV_INDIRECT = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
@@ -255,9 +255,10 @@ class ProcessCredentials:
 
 @dataclass(frozen=True)
 class Plan:
-    """How to make the session-time calls: static keys, or None = ask botocore."""
+    """How to make the session-time calls: static keys, a ``credential_process`` to
+    run, or neither = ask botocore's credential chain."""
 
-    keys: tuple[str, str, str | None] | None = field(repr=False)
+    keys: Keys | None = field(repr=False)
     region: str
     endpoints: dict[str, str]
     #: The profile's ``credential_process``, when that is where the keys come from.
@@ -293,16 +294,15 @@ def plan(profile: str | None, region: str | None, endpoint_url: str | None) -> P
         if urlsplit(endpoint).scheme not in ("http", "https"):
             return None
         endpoints[service] = endpoint
-    keys = _static_keys(env, profile, config, shared)
-    if isinstance(keys, str):
-        return Plan(None, region, endpoints, keys)
-    return Plan(keys, region, endpoints)
+    keys, process = _credential_source(env, profile, config, shared)
+    return Plan(keys, region, endpoints, process)
 
 
-def _static_keys(env: Any, explicit_profile: str | None, config: dict[str, str],
-                 shared: dict[str, str]) -> tuple[str, str, str | None] | str | None:
-    """The keys when botocore's credential chain would yield static ones, the
-    ``credential_process`` command when it would run that, else None.
+def _credential_source(env: Any, explicit_profile: str | None, config: dict[str, str],
+                       shared: dict[str, str]) -> tuple[Keys | None, str | None]:
+    """(the keys, None) when botocore's credential chain would yield static ones,
+    (None, the command) when it would run the profile's ``credential_process``,
+    (None, None) when one of its other providers would decide.
 
     botocore's order: the environment (skipped when ``--profile`` is given),
     assume-role, web identity, SSO, the credentials file, ``credential_process``,
@@ -310,21 +310,25 @@ def _static_keys(env: Any, explicit_profile: str | None, config: dict[str, str],
     in the profile leaves the whole decision to botocore.
     """
     if not explicit_profile and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], \
-            env.get("AWS_SESSION_TOKEN") or None
-    if any(env.get(name) for name in _ENV_INDIRECT) or any(
-            key in section for section in (config, shared) for key in _INDIRECT
-            if key != "credential_process"):
-        return None
+        return Keys(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                    env.get("AWS_SESSION_TOKEN") or None), None
+    if any(env.get(name) for name in _ENV_INDIRECT) or \
+            any(key in section for section in (config, shared) for key in _INDIRECT):
+        return None, None
+    keys = _section_keys(shared)
+    if keys is not None:
+        return keys, None
     # The credentials file's section is merged over the config file's, as botocore does.
     process = shared.get("credential_process") or config.get("credential_process")
-    sections = (shared, None, config) if process else (shared, config)
-    for section in sections:
-        if section is None:
-            return process
-        if section.get("aws_access_key_id") and section.get("aws_secret_access_key"):
-            return section["aws_access_key_id"], section["aws_secret_access_key"], \
-                section.get("aws_session_token") or None
+    if process:
+        return None, process
+    return _section_keys(config), None
+
+
+def _section_keys(section: dict[str, str]) -> Keys | None:
+    if section.get("aws_access_key_id") and section.get("aws_secret_access_key"):
+        return Keys(section["aws_access_key_id"], section["aws_secret_access_key"],
+                    section.get("aws_session_token") or None)
     return None
 
 
