@@ -206,11 +206,11 @@ class DataChannel:
         self._unacked: dict[int, _Outgoing] = {}
         self._incoming: dict[int, m.Message] = {}
         self._pending: deque[tuple[int, bytes]] = deque()
-        #: Frames to send, in order. An acknowledge is queued as (the Message it acks,
-        #: its MessageId, its CreatedDate) and made in :meth:`data_to_send`, after the
-        #: session has handled the events: what the peer waits for (a keystroke's echo
-        #: written, say) does not wait for the ack's JSON, digest and packing.
-        self._outbox: list[bytes | m.Message] = []  # frames, and messages to ack
+        #: Frames to send, in order. An acknowledge is queued as the Message it acks and
+        #: made in :meth:`data_to_send`, after the session has handled the events: what
+        #: the peer waits for (a keystroke's echo written, say) does not wait for the
+        #: ack's MessageId, JSON, digest and packing.
+        self._outbox: list[bytes | m.Message] = []
         self._events: list[ev.Event] = []
         #: Agent: HandshakeComplete is due once the receive loop has acked the message
         #: that completed the handshake (as the real agent's handshake routine sends it).
@@ -882,7 +882,7 @@ class DataChannel:
 
     def _ack(self, msg: m.Message) -> None:
         if self.connected:
-            self._outbox.append(msg)  # the ack is made in data_to_send, after the work
+            self._outbox.append(msg)
 
     def _ack_frame(self, msg: m.Message) -> bytes:
         payload = Acknowledge(msg.message_type, msg.message_id_text,

@@ -28,13 +28,12 @@ class Reader:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
-        #: Whether the event loop can watch ``fd`` (else a thread reads it).
-        self.pollable = True
+        self._pollable = True  # the event loop can watch fd (else a thread reads it)
         try:
             self._loop.add_reader(fd, lambda: None)
             self._loop.remove_reader(fd)
         except (OSError, ValueError, NotImplementedError):
-            self.pollable = False
+            self._pollable = False
 
     async def read(self, consume: Callable[[bytes], bool] | None = None) -> bytes:
         """The next chunk; ``b""`` at end of file.
@@ -44,7 +43,7 @@ class Reader:
                 callback (no task switch per chunk); a chunk it takes (True) is not
                 returned and reading goes on. Not used for descriptors a thread reads.
         """
-        if self.pollable:
+        if self._pollable:
             return await self._read_polled(consume)
         if self._thread is None:
             self._thread = threading.Thread(target=self._pump, daemon=True,
@@ -101,13 +100,7 @@ def write_now(fd: int, data: bytes) -> bytes:
     An error leaves the rest for :func:`write_all`, which raises it where the caller
     can handle it.
     """
-    try:
-        written = os.write(fd, data)
-    except OSError:
-        return data
-    if written == len(data):  # an echo, a screenful: all of it, nearly always
-        return b""
-    view = memoryview(data)[written:]
+    view = memoryview(data)
     while view:
         try:
             written = os.write(fd, view)
