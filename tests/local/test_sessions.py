@@ -222,7 +222,7 @@ def test_the_agent_ends_a_session_once_its_output_is_acked(
     info = start(local_sm, "SSMShell-NonInteractiveCommand", {"command": ["echo done"]})
     channel = make_channel(aws, info)
 
-    async def body() -> float:
+    async def body() -> tuple[float, float]:
         await channel.open()
         last_output = closed = 0.0
         try:
@@ -233,9 +233,11 @@ def test_the_agent_ends_a_session_once_its_output_is_acked(
                     closed = time.monotonic()
         finally:
             await channel.close()
-        return closed - last_output
+        return last_output, closed
 
-    assert run(body()) < 1.0  # the whole 2 s drain when acks go unheard
+    last_output, closed = run(body())
+    assert 0 < last_output < closed
+    assert closed - last_output < 1.0  # the whole 2 s drain when acks go unheard
 
 
 def test_noninteractive_merged_without_separate_streams(local_sm: LocalSessionManager,
