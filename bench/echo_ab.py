@@ -14,34 +14,19 @@ under test, and prints each run and the pooled over-raw figures of each tree.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-import session as bench  # noqa: E402  (bench/, the script's folder)
-
-
-def extract(rev: str, into: Path) -> None:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ssmshell", "bench"],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
+import session as bench  # bench/, the script's folder, is first on sys.path
+from trees import ROOT, copy_tree, use_tree
 
 
 def one_run(tree: Path, env: dict[str, str], keys: int) -> bench.Interleaved:
     """One (c⁗) run with ssmshell and the local SM of ``tree``."""
-    bench.__file__ = str(tree / "bench" / "session.py")  # --serve children of that tree
-    os.environ["PYTHONPATH"] = str(tree)
     out = bench.Interleaved()
-    bench.interleaved(dict(env, PYTHONPATH=str(tree)), keys, 0.02, None, out)
+    bench.interleaved(use_tree(bench, tree, env), keys, 0.02, None, out)
     return out
 
 
@@ -55,16 +40,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ssmshell-ab-"))
     home = work / "home"
     home.mkdir()
-    trees = {args.rev: work / "rev", "working tree": ROOT}
-    extract(args.rev, trees[args.rev])
+    trees = {args.rev: copy_tree(args.rev, work / "rev"), "working tree": ROOT}
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PS1"}
-    env.update(HOME=str(home), AWS_CONFIG_FILE=str(home / "config"), TERM="xterm",
-               AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"))
-    # ``python -m ssmshell`` (not the console script, which is this checkout's) puts the
-    # current folder first on sys.path: run from one that holds no ssmshell.
-    bench.ssmshell_argv = lambda *a: [sys.executable, "-m", "ssmshell", *a]
+    env = bench.client_env(str(home))
     os.chdir(home)
     pooled = {name: bench.Interleaved() for name in trees}
     try:

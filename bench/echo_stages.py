@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import bisect
 import glob
-import io
 import itertools
 import os
 import shutil
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import session as bench  # bench/, the script's folder, is first on sys.path
+from trees import copy_tree, use_tree
 
 STAMP_MODULE = '''import atexit, os, time
 _out = []
@@ -101,18 +97,6 @@ LABELS = {
 }
 
 
-def copy_tree(rev: str | None, into: Path) -> None:
-    if rev is None:
-        for part in ("ssmshell", "bench"):
-            shutil.copytree(ROOT / part, into / part,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        return
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ssmshell", "bench"],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-
-
 def instrument(tree: Path) -> None:
     """Insert the stamps of :data:`POINTS` (and :data:`RECEIVED`) into the copy."""
     (tree / "ssmshell" / "_stamp.py").write_text(STAMP_MODULE)
@@ -149,52 +133,18 @@ def instrument(tree: Path) -> None:
         (tree / name).write_text(text)
 
 
-def measure(tree: Path, keys: int, stamps: Path) -> tuple[list[tuple[float, float]],
-                                                            list[float]]:
-    """The (c⁗) layout with the instrumented copy: (sent, echoed) per key, raw RTTs."""
-    sys.path.insert(0, str(tree / "bench"))
-    import session as bench  # the copy's bench/session.py
-
-    os.environ.update(ECHO_STAMPS=str(stamps), PYTHONPATH=str(tree))
+def measure(tree: Path, keys: int, stamps: Path) -> bench.Interleaved:
+    """One (c⁗) run with the instrumented copy, its stamps going to ``stamps``."""
+    os.environ["ECHO_STAMPS"] = str(stamps)  # the local SM and ssmshell inherit it
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     home = tempfile.mkdtemp(prefix="ssmshell-stages-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PS1"}
-    env.update(HOME=home, AWS_CONFIG_FILE=os.path.join(home, "config"), TERM="xterm",
-               AWS_SHARED_CREDENTIALS_FILE=os.path.join(home, "credentials"))
-    os.chdir(home)  # python -m puts the current folder first on sys.path
-    sm = bench.Served("sm", dict(os.environ))
-    server = bench.Served("ws-echo")
-    probe = subprocess.Popen([sys.executable, bench.__file__, "--ws-probe", server.value],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert probe.stdin is not None and probe.stdout is not None
-    pid = fd = -1
-    typed: list[tuple[float, float]] = []
-    raw: list[float] = []
+    os.chdir(home)
     try:
-        assert probe.stdout.readline().strip() == "ready"
-        pid, fd = bench.spawn([sys.executable, "-m", "ssmshell", "start-session",
-                               bench.INSTANCE], {**env, **sm.value})
-        term = bench.Pty(fd)
-        term.wait_for(bench.PROMPT.encode(), 0, 30)
-        term.drain(0.05)
-        for i in range(keys):
-            typed.append(bench.type_key(fd, term, i, 0.02))
-            time.sleep(0.02)
-            probe.stdin.write("\n")
-            probe.stdin.flush()
-            raw.append(float(probe.stdout.readline()))
-        os.write(fd, b"\x15exit\r")
-        term.drain(0.3)
+        out = bench.Interleaved()
+        bench.interleaved(use_tree(bench, tree, bench.client_env(home)), keys, 0.02, None, out)
     finally:
-        probe.stdin.close()
-        probe.wait(30)
-        if pid > 0:
-            bench.reap(pid)
-            os.close(fd)
-        server.close()
-        sm.close()
         shutil.rmtree(home, ignore_errors=True)
-    return typed, raw
+    return out
 
 
 def chains(typed: list[tuple[float, float]], stamps: Path) -> list[list[float]]:
@@ -238,14 +188,11 @@ def main() -> None:
         instrument(work)
         stamps = work / "stamps"
         stamps.mkdir()
-        typed, raw = measure(work, args.keys, stamps)
-        import session as bench
-
-        echo = [echoed - sent for sent, echoed in typed]
-        rows = chains(typed, stamps)
-        print(f"tree {args.rev or 'working tree'}: echo {bench.p50_p99(echo, 'keys')}, raw "
-              f"{bench.p50_p99(raw, 'msgs')}, over raw {bench.over_text(echo, raw)} "
-              f"(instrumented)")
+        run = measure(work, args.keys, stamps)
+        rows = chains(run.typed, stamps)
+        print(f"tree {args.rev or 'working tree'}: echo {bench.p50_p99(run.echo, 'keys')}, "
+              f"raw {bench.p50_p99(run.raw, 'msgs')}, over raw "
+              f"{bench.over_text(run.echo, run.raw)} (instrumented)")
         print(f"each step in µs, over the {len(rows)} keystrokes whose every stamp came in "
               f"order, and over the slowest 5% of them:")
         print("\n".join(stage_table(rows)))

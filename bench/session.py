@@ -112,6 +112,15 @@ def ssmshell_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "ssmshell", *args]
 
 
+def client_env(home: str) -> dict[str, str]:
+    """This environment for an ssmshell under test: no AWS_* variables (the local SM's
+    are added per session), ``HOME`` and the AWS files in ``home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PS1"}
+    env.update(HOME=home, AWS_CONFIG_FILE=os.path.join(home, "config"), TERM="xterm",
+               AWS_SHARED_CREDENTIALS_FILE=os.path.join(home, "credentials"))
+    return env
+
+
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100)."""
     ordered = sorted(values)
@@ -601,6 +610,8 @@ class Interleaved:
     echo: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     plugin: list[float] = field(default_factory=list)
+    #: ssmshell's keystrokes as (written, echo read) instants, for bench/echo_stages.py.
+    typed: list[tuple[float, float]] = field(default_factory=list)
 
 
 def interleaved(env: dict[str, str], keys: int, gap: float, plugin: str | None,
@@ -626,7 +637,11 @@ def interleaved(env: dict[str, str], keys: int, gap: float, plugin: str | None,
         for i in range(keys):
             for n, (_, fd, term) in enumerate(sessions):
                 sent, echoed = type_key(fd, term, i, gap)
-                (into.echo if n == 0 else into.plugin).append(echoed - sent)
+                if n == 0:
+                    into.echo.append(echoed - sent)
+                    into.typed.append((sent, echoed))
+                else:
+                    into.plugin.append(echoed - sent)
             time.sleep(gap)
             probe.stdin.write("\n")
             probe.stdin.flush()
@@ -1009,10 +1024,7 @@ def main() -> None:
     stamps = Stamps()
     instrument(sm, stamps)
     sm.start_in_thread()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PS1"}
-    env.update(sm.client_env())
-    env.update(HOME=home, AWS_CONFIG_FILE=os.path.join(home, "config"), TERM="xterm",
-               AWS_SHARED_CREDENTIALS_FILE=os.path.join(home, "credentials"))
+    env = {**client_env(home), **sm.client_env()}
     opts = sm.gateway.options
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; local SM in a thread, "
           f"agent pacing {opts.pacing * 1000:g} ms, initial read delay {opts.initial_read_delay:g}"
