@@ -577,11 +577,21 @@ def write_frames(ws: Any, frames: list[bytes]) -> None:
 _CONNECTIONS: dict[str, Any] = {}
 
 
+#: Bytes one socket read may take: what asyncio's own reads take.
+READ_BUFFER = 256 * 1024
+
+
 def binary_handler_connection(side: str = "client") -> Any:
     """websockets' ``ClientConnection`` (or, for ``side="server"``, ``ServerConnection``)
     handing each binary message to its ``on_binary`` attribute, when set, as soon as it
     is parsed: no queue, no task switch. ``create_connection`` is websockets' hook for
-    such subclasses; text and fragmented messages still go through ``recv``."""
+    such subclasses; text and fragmented messages still go through ``recv``.
+
+    It is also an :class:`asyncio.BufferedProtocol`: the transport reads into one
+    buffer of the connection's own, where a plain protocol has every read allocate
+    ``READ_BUFFER`` bytes afresh (an ``mmap``, ``mremap`` and ``munmap`` each time,
+    about 55 µs of a keystroke's echo on a cold CPU; docs/PERFORMANCE.md). Through
+    TLS too: asyncio's SSL layer decrypts straight into the buffer."""
     if side not in _CONNECTIONS:
         from websockets.frames import Frame, Opcode
 
@@ -591,8 +601,18 @@ def binary_handler_connection(side: str = "client") -> Any:
         else:
             from websockets.asyncio.server import ServerConnection as base
 
-        class _Connection(base):  # type: ignore[misc]
+        class _Connection(base, asyncio.BufferedProtocol):  # type: ignore[misc]
             on_binary: Callable[[bytes], None] | None = None
+            _buffer: memoryview | None = None
+
+            def get_buffer(self, sizehint: int) -> memoryview:
+                if self._buffer is None:
+                    self._buffer = memoryview(bytearray(READ_BUFFER))
+                return self._buffer
+
+            def buffer_updated(self, nbytes: int) -> None:
+                assert self._buffer is not None
+                self.data_received(bytes(self._buffer[:nbytes]))
 
             def process_event(self, event: Any) -> None:
                 handler = self.on_binary

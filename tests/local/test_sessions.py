@@ -18,7 +18,13 @@ import pytest
 from botocore.config import Config
 
 from ssmshell.aws.api import Aws, SessionInfo
-from ssmshell.channel import Channel, ChannelError, ChannelOptions
+from ssmshell.channel import (
+    READ_BUFFER,
+    Channel,
+    ChannelError,
+    ChannelOptions,
+    binary_handler_connection,
+)
 from ssmshell.local.faults import Faults
 from ssmshell.local.server import LocalSessionManager
 from ssmshell.protocol import events as ev
@@ -125,6 +131,38 @@ def test_shell_round_trip(local_sm: LocalSessionManager, monkeypatch: pytest.Mon
         assert out["started"].customer_message == "This session is encrypted using AWS KMS."
 
 
+def test_both_ends_read_the_websocket_into_a_buffer_of_their_own(
+        local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssmshell's websocket and the gateway's are asyncio BufferedProtocols: every socket
+    read lands in the connection's one buffer, where a plain protocol's reads each
+    allocate 256 KiB afresh (an mmap and a munmap per frame, on a keystroke's path)."""
+    buffers: dict[str, list[memoryview]] = {"client": [], "server": []}
+    for side, seen in buffers.items():
+        connection = binary_handler_connection(side)
+        own = connection.get_buffer
+
+        def get_buffer(self: Any, sizehint: int, own: Any = own,
+                       seen: list[memoryview] = seen) -> memoryview:
+            buffer: memoryview = own(self, sizehint)
+            seen.append(buffer)
+            return buffer
+
+        monkeypatch.setattr(connection, "get_buffer", get_buffer)
+    aws = aws_for(local_sm, monkeypatch)
+    channel = make_channel(aws, start(local_sm))
+
+    async def typed() -> None:
+        for key in b"echo one-buffer; exit\r":
+            await channel.send_output(bytes([key]))
+
+    out = run(collect(channel, typed))
+    assert b"one-buffer" in out["stdout"]
+    for side, seen in buffers.items():
+        assert len(seen) > 3, side  # the handshake, the prompt, echoes, acks
+        assert len({id(buffer) for buffer in seen}) == 1, side
+        assert len(seen[0]) == READ_BUFFER
+
+
 def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Timers follow the protocol core's deadlines: once everything is acked, neither
@@ -160,14 +198,16 @@ def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
 def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
         local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> None:
     """When a keystroke's echo is readable right after the input was written, the agent
-    writes it before the keystroke's ack and gives up the CPU before making the ack
-    (the real agent runs on another host and never delays a client's echo).
+    writes it before the keystroke's ack and gives up the CPU at once, before the rest
+    of its turn (the shell plugin's pacing, the ack): the real agent runs on another
+    host and never delays a client's echo.
 
     Whether the PTY's echo is readable at once depends on where the kernel runs its
     flip-buffer work, so the shell plugin is given an echo that always is."""
     import ssmshell.local.agent as agent_module
 
-    pending: list[list[str]] = []  # what the agent's outbox held at each yield
+    #: What the agent's outbox held at each yield, and when the plugin's turn went on.
+    pending: list[list[str] | str] = []
     aws = aws_for(local_sm, monkeypatch)
     channel = make_channel(aws, start(local_sm))
 
@@ -182,7 +222,11 @@ def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
         assert plugin is not None
         monkeypatch.setattr(agent_module, "_yield_cpu", lambda: pending.append(
             ["frame" if isinstance(item, bytes) else "ack" for item in agent.dc._outbox]))
-        plugin.on_input = lambda data: agent.send(b"<" + data + b">")  # type: ignore[method-assign]
+        def echo(data: bytes) -> None:
+            agent.send(b"<" + data + b">")
+            pending.append("the plugin's turn goes on")
+
+        plugin.on_input = echo  # type: ignore[method-assign]
         echoed = bytearray()
         for key in b"abc":
             await channel.send_output(bytes([key]))
@@ -199,7 +243,7 @@ def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
         return bytes(echoed)
 
     assert run(body()) == b"<a><b><c>"
-    assert pending == [["ack"]] * 3
+    assert pending == [["ack"], "the plugin's turn goes on"] * 3
 
 
 def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
