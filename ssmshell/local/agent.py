@@ -124,7 +124,9 @@ class AgentSession:
         self.fresh_output = 0
         self.fresh_input = 0
         self._frozen: set[Any] = set()
-        self._sent_in_receive = False
+        #: None outside :meth:`_receive_now`; in it, whether output has left (and the
+        #: CPU been given up) while the message is handled.
+        self._sent_in_receive: bool | None = None
 
     # ------------------------------------------------------------------ AgentIO
 
@@ -137,10 +139,16 @@ class AgentSession:
             self.dc.send_output(data, payload_type)
             # The output before the acks still queued: the real agent reads the PTY in a
             # goroutine of its own, and an echo there never waits for an ack being made.
-            if self._flush_now(acks=False):
-                self._sent_in_receive = True
-            else:
+            if not self._flush_now(acks=False):
                 self._kick()
+            elif self._sent_in_receive is False:
+                self._sent_in_receive = True
+                if _yield_cpu is not None:
+                    # A keystroke's echo, written before the keystroke's ack. The real
+                    # agent runs on another host; this one shares the client's CPUs,
+                    # and a client woken on this CPU would wait while this agent ends
+                    # its turn (pacing, the ack): it reads its echo first.
+                    _yield_cpu()
 
     def send_exit_code(self, code: int) -> None:
         if self.dc.state is State.OPEN:
@@ -327,12 +335,10 @@ class AgentSession:
             self._spawn(self.finish(str(exc)))
             return
         self._sent_in_receive = False
-        self._dispatch(self.dc.next_events())
-        if self._sent_in_receive and _yield_cpu is not None:
-            # Output (a keystroke's echo) left before this message's ack. The real agent
-            # runs on another host; this one shares the client's CPUs, and a client woken
-            # on this CPU would wait while the ack is made: it reads its echo first.
-            _yield_cpu()
+        try:
+            self._dispatch(self.dc.next_events())
+        finally:
+            self._sent_in_receive = None
         if not self._flush_now():
             self._kick()
         room = getattr(self.plugin, "input_room", None)
