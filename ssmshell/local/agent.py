@@ -30,6 +30,9 @@ from ssmshell.protocol.state import AGENT_VERSION, DataChannel, Role, State
 log = logging.getLogger("ssmshell.local.agent")
 
 PREPARE_TO_CLOSE = 2.0  # §14.2 PrepareToCloseChannel: wait ≤ 2 s for acks at the end
+#: How long the acks of a keystroke wait for its echo when the echo was not readable
+#: right after the keystroke was written (seconds); the echo then leaves first.
+ECHO_WAIT = 0.001
 #: Gives up the CPU to another runnable process (POSIX; absent on Windows).
 _yield_cpu: Callable[[], None] | None = getattr(os, "sched_yield", None)
 
@@ -127,6 +130,10 @@ class AgentSession:
         #: None outside :meth:`_receive_now`; in it, whether output has left (and the
         #: CPU been given up) while the message is handled.
         self._sent_in_receive: bool | None = None
+        #: Acks waiting for an echo (:data:`ECHO_WAIT`), and whether input that echoes
+        #: was handed to the plugin in the message being handled.
+        self._acks_held: asyncio.TimerHandle | None = None
+        self._echo_due = False
 
     # ------------------------------------------------------------------ AgentIO
 
@@ -141,14 +148,17 @@ class AgentSession:
             # goroutine of its own, and an echo there never waits for an ack being made.
             if not self._flush_now(acks=False):
                 self._kick()
-            elif self._sent_in_receive is False:
-                self._sent_in_receive = True
+            elif self._sent_in_receive is False or self._acks_held is not None:
+                # A keystroke's echo, written before the keystroke's ack. The real agent
+                # runs on another host; this one shares the client's CPUs, and a client
+                # woken on this CPU would wait while this agent ends its turn (pacing,
+                # the ack): it reads its echo first.
                 if _yield_cpu is not None:
-                    # A keystroke's echo, written before the keystroke's ack. The real
-                    # agent runs on another host; this one shares the client's CPUs,
-                    # and a client woken on this CPU would wait while this agent ends
-                    # its turn (pacing, the ack): it reads its echo first.
                     _yield_cpu()
+                if self._sent_in_receive is False:
+                    self._sent_in_receive = True  # the ack follows in _receive_now
+                else:
+                    self._release_acks()
 
     def send_exit_code(self, code: int) -> None:
         if self.dc.state is State.OPEN:
@@ -334,12 +344,17 @@ class AgentSession:
             ws.on_binary = None
             self._spawn(self.finish(str(exc)))
             return
-        self._sent_in_receive = False
+        self._sent_in_receive, self._echo_due = False, False
         try:
             self._dispatch(self.dc.next_events())
+            hold = self._echo_due and not self._sent_in_receive
         finally:
             self._sent_in_receive = None
-        if not self._flush_now():
+        if hold:  # the echo is on its way through the PTY: it goes first, then the ack
+            if self._acks_held is None:
+                self._acks_held = asyncio.get_running_loop().call_later(
+                    ECHO_WAIT, self._release_acks)
+        elif not self._flush_now():
             self._kick()
         room = getattr(self.plugin, "input_room", None)
         if room is not None and not room():  # a slow destination: TCP back-pressure (§10.4)
@@ -378,11 +393,20 @@ class AgentSession:
         if room is not None:
             await room()
 
+    def _release_acks(self) -> None:
+        """Send the acks held for an echo (:data:`ECHO_WAIT`)."""
+        if self._acks_held is not None:
+            self._acks_held.cancel()
+            self._acks_held = None
+        if not self._flush_now():
+            self._kick()
+
     def _dispatch(self, events: list[ev.Event]) -> None:
         for event in events:
             if isinstance(event, ev.StreamData):  # first: a keystroke's way to the PTY
                 if self.plugin is not None:
                     self.plugin.on_input(event.data)
+                    self._echo_due = self.plugin.echoes
             elif isinstance(event, ev.SessionStarted):
                 self._plugin_task = asyncio.create_task(self._run_plugin())
                 if self.faults.hostile in ("garbage", "oversized", "downgrade"):

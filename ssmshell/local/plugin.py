@@ -42,6 +42,10 @@ class AgentIO(Protocol):
 class Plugin(abc.ABC):
     """One running session plugin."""
 
+    #: Whether input comes back as output at once (a terminal's echo): the agent then
+    #: lets that output leave before the input's ack (:data:`agent.ECHO_WAIT`).
+    echoes = False
+
     def __init__(self, io: AgentIO) -> None:
         self.io = io
 

@@ -51,6 +51,8 @@ class ShellPlugin(Plugin):
         initial_delay: seconds before the first read of PTY output.
     """
 
+    echoes = True
+
     def __init__(self, io: AgentIO, argv: list[str], *, env: dict[str, str] | None = None,
                  initial_delay: float = INITIAL_READ_DELAY) -> None:
         super().__init__(io)

@@ -28,6 +28,7 @@ from ssmshell.channel import (
 from ssmshell.local.faults import Faults
 from ssmshell.local.server import LocalSessionManager
 from ssmshell.protocol import events as ev
+from ssmshell.protocol import message as m
 from ssmshell.protocol.payloads import PayloadType
 from ssmshell.runner import make_channel
 from ssmshell.sessions.ports import Listen, PortSession
@@ -243,7 +244,64 @@ def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
         return bytes(echoed)
 
     assert run(body()) == b"<a><b><c>"
-    assert pending == [["ack"], "the plugin's turn goes on"] * 3
+    assert pending[:6] == [["ack"], "the plugin's turn goes on"] * 3
+
+
+def test_an_echo_that_comes_late_still_leaves_before_the_ack(
+        local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a keystroke's echo is not readable right after the input was written, the
+    agent holds the keystroke's ack (at most ECHO_WAIT) until the echo has left; input
+    that never echoes is still acked, ECHO_WAIT later."""
+    import ssmshell.local.agent as agent_module
+
+    written: list[str] = []  # the kinds of the frames the agent writes, in order
+    write_frames = agent_module.write_frames
+
+    def recording(ws: Any, frames: list[bytes]) -> None:
+        written.extend("ack" if m.is_acknowledge(f) else m.peek_type(f) for f in frames)
+        write_frames(ws, frames)
+
+    aws = aws_for(local_sm, monkeypatch)
+    channel = make_channel(aws, start(local_sm))
+
+    async def body() -> tuple[bytes, float]:
+        await channel.open()
+        events = channel.events()
+        async for event in events:
+            if isinstance(event, ev.StreamData):  # the prompt: the shell plugin runs
+                break
+        await channel.drain(TIMEOUT)
+        agent = local_sm.gateway.sessions[channel.session_id]
+        plugin = agent.plugin
+        assert plugin is not None and plugin.echoes
+        monkeypatch.setattr(agent_module, "write_frames", recording)
+        plugin.on_input = lambda data: asyncio.get_running_loop().call_later(  # type: ignore[method-assign]
+            0.0003, agent.send, b"<" + data + b">")  # on the agent's loop, in its thread
+        echoed = bytearray()
+        for key in b"abc":
+            await channel.send_output(bytes([key]))
+            async for event in events:
+                if isinstance(event, ev.StreamData):
+                    echoed += event.data
+                    if echoed.endswith(b">"):
+                        break
+            assert await channel.drain(TIMEOUT)
+        plugin.on_input = lambda data: None  # type: ignore[method-assign]
+        sent = time.monotonic()
+        await channel.send_output(b"x")
+        assert await channel.drain(TIMEOUT)
+        unechoed = time.monotonic() - sent
+        del plugin.on_input  # the shell's own again
+        await channel.send_output(b"exit\r")
+        async for _ in events:
+            pass
+        await channel.close()
+        return bytes(echoed), unechoed
+
+    echoed, unechoed = run(body())
+    assert echoed == b"<a><b><c>"
+    assert written[:6] == [m.OUTPUT_STREAM_DATA, "ack"] * 3
+    assert written[6] == "ack" and unechoed >= agent_module.ECHO_WAIT
 
 
 def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
