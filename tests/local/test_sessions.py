@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import boto3
@@ -196,6 +196,41 @@ def test_an_idle_session_runs_no_timer(local_sm: LocalSessionManager,
     assert run(body()) == (False, False)
 
 
+async def at_the_prompt(channel: Channel) -> AsyncIterator[ev.Event]:
+    """Open ``channel`` and read up to the shell's first output (the shell plugin then
+    runs); returns the channel's event iterator."""
+    await channel.open()
+    events = channel.events()
+    async for event in events:
+        if isinstance(event, ev.StreamData):
+            break
+    return events
+
+
+async def bracketed_echoes(channel: Channel, events: AsyncIterator[ev.Event], keys: bytes,
+                          drain: bool = False) -> bytes:
+    """Send ``keys`` one at a time, each after the ``<key>`` echo of the one before;
+    returns the echoes (``drain``: also wait each time until everything is acked)."""
+    echoed = bytearray()
+    for key in keys:
+        await channel.send_output(bytes([key]))
+        async for event in events:
+            if isinstance(event, ev.StreamData):
+                echoed += event.data
+                if echoed.endswith(b">"):
+                    break
+        if drain:
+            assert await channel.drain(TIMEOUT)
+    return bytes(echoed)
+
+
+async def exit_the_shell(channel: Channel, events: AsyncIterator[ev.Event]) -> None:
+    await channel.send_output(b"exit\r")
+    async for _ in events:
+        pass
+    await channel.close()
+
+
 def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
         local_sm: LocalSessionManager, monkeypatch: pytest.MonkeyPatch) -> None:
     """When a keystroke's echo is readable right after the input was written, the agent
@@ -213,35 +248,22 @@ def test_an_echo_read_at_once_leaves_before_the_ack_and_the_agent_yields(
     channel = make_channel(aws, start(local_sm))
 
     async def body() -> bytes:
-        await channel.open()
-        events = channel.events()
-        async for event in events:
-            if isinstance(event, ev.StreamData):  # the prompt: the shell plugin runs
-                break
+        events = await at_the_prompt(channel)
         agent = local_sm.gateway.sessions[channel.session_id]
         plugin = agent.plugin
         assert plugin is not None
         monkeypatch.setattr(agent_module, "_yield_cpu", lambda: pending.append(
             ["frame" if isinstance(item, bytes) else "ack" for item in agent.dc._outbox]))
+
         def echo(data: bytes) -> None:
             agent.send(b"<" + data + b">")
             pending.append("the plugin's turn goes on")
 
         plugin.on_input = echo  # type: ignore[method-assign]
-        echoed = bytearray()
-        for key in b"abc":
-            await channel.send_output(bytes([key]))
-            async for event in events:
-                if isinstance(event, ev.StreamData):
-                    echoed += event.data
-                    if echoed.endswith(b">"):
-                        break
+        echoed = await bracketed_echoes(channel, events, b"abc")
         del plugin.on_input  # the shell's own again
-        await channel.send_output(b"exit\r")
-        async for _ in events:
-            pass
-        await channel.close()
-        return bytes(echoed)
+        await exit_the_shell(channel, events)
+        return echoed
 
     assert run(body()) == b"<a><b><c>"
     assert pending[:6] == [["ack"], "the plugin's turn goes on"] * 3
@@ -254,22 +276,20 @@ def test_an_echo_that_comes_late_still_leaves_before_the_ack(
     that never echoes is still acked, ECHO_WAIT later."""
     import ssmshell.local.agent as agent_module
 
-    written: list[str] = []  # the kinds of the frames the agent writes, in order
+    written: list[tuple[float, str]] = []  # when the agent writes which kind of frame
+    fed: list[float] = []  # when input that does not echo reached the plugin
     write_frames = agent_module.write_frames
 
     def recording(ws: Any, frames: list[bytes]) -> None:
-        written.extend("ack" if m.is_acknowledge(f) else m.peek_type(f) for f in frames)
+        written.extend((time.monotonic(), "ack" if m.is_acknowledge(f) else m.peek_type(f))
+                       for f in frames)
         write_frames(ws, frames)
 
     aws = aws_for(local_sm, monkeypatch)
     channel = make_channel(aws, start(local_sm))
 
-    async def body() -> tuple[bytes, float]:
-        await channel.open()
-        events = channel.events()
-        async for event in events:
-            if isinstance(event, ev.StreamData):  # the prompt: the shell plugin runs
-                break
+    async def body() -> bytes:
+        events = await at_the_prompt(channel)
         await channel.drain(TIMEOUT)
         agent = local_sm.gateway.sessions[channel.session_id]
         plugin = agent.plugin
@@ -277,31 +297,18 @@ def test_an_echo_that_comes_late_still_leaves_before_the_ack(
         monkeypatch.setattr(agent_module, "write_frames", recording)
         plugin.on_input = lambda data: asyncio.get_running_loop().call_later(  # type: ignore[method-assign]
             0.0003, agent.send, b"<" + data + b">")  # on the agent's loop, in its thread
-        echoed = bytearray()
-        for key in b"abc":
-            await channel.send_output(bytes([key]))
-            async for event in events:
-                if isinstance(event, ev.StreamData):
-                    echoed += event.data
-                    if echoed.endswith(b">"):
-                        break
-            assert await channel.drain(TIMEOUT)
-        plugin.on_input = lambda data: None  # type: ignore[method-assign]
-        sent = time.monotonic()
+        echoed = await bracketed_echoes(channel, events, b"abc", drain=True)
+        plugin.on_input = lambda data: fed.append(time.monotonic())  # type: ignore[method-assign]
         await channel.send_output(b"x")
         assert await channel.drain(TIMEOUT)
-        unechoed = time.monotonic() - sent
         del plugin.on_input  # the shell's own again
-        await channel.send_output(b"exit\r")
-        async for _ in events:
-            pass
-        await channel.close()
-        return bytes(echoed), unechoed
+        await exit_the_shell(channel, events)
+        return echoed
 
-    echoed, unechoed = run(body())
-    assert echoed == b"<a><b><c>"
-    assert written[:6] == [m.OUTPUT_STREAM_DATA, "ack"] * 3
-    assert written[6] == "ack" and unechoed >= agent_module.ECHO_WAIT
+    assert run(body()) == b"<a><b><c>"
+    assert [kind for _, kind in written[:7]] == [m.OUTPUT_STREAM_DATA, "ack"] * 3 + ["ack"]
+    held = written[6][0] - fed[0]
+    assert agent_module.ECHO_WAIT <= held < 0.5
 
 
 def test_noninteractive_separate_streams_and_exit_code(local_sm: LocalSessionManager,
