@@ -590,7 +590,7 @@ def binary_handler_connection(side: str = "client") -> Any:
     It is also an :class:`asyncio.BufferedProtocol`: the transport reads into one
     buffer of the connection's own, where a plain protocol has every read allocate
     ``READ_BUFFER`` bytes afresh (an ``mmap``, ``mremap`` and ``munmap`` each time,
-    about 55 µs of a keystroke's echo on a cold CPU; docs/PERFORMANCE.md). Through
+    about 60 µs of a keystroke's echo on a cold CPU; bench/cold.py). Through
     TLS too: asyncio's SSL layer decrypts straight into the buffer."""
     if side not in _CONNECTIONS:
         from websockets.frames import Frame, Opcode

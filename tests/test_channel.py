@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import os
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,6 @@ def test_binary_messages_come_whole_through_the_connections_own_read_buffer(
 def _guard(data_received: Any) -> Any:
     """``data_received`` that refuses to be called by asyncio's plain-protocol read
     (whose caller is ``_read_ready__data_received``), and passes on otherwise."""
-    import sys
 
     def guarded(self: Any, data: bytes) -> None:
         caller = sys._getframe(1).f_code.co_name

@@ -148,17 +148,12 @@ class AgentSession:
             # goroutine of its own, and an echo there never waits for an ack being made.
             if not self._flush_now(acks=False):
                 self._kick()
-            elif self._sent_in_receive is False or self._acks_held is not None:
-                # A keystroke's echo, written before the keystroke's ack. The real agent
-                # runs on another host; this one shares the client's CPUs, and a client
-                # woken on this CPU would wait while this agent ends its turn (pacing,
-                # the ack): it reads its echo first.
-                if _yield_cpu is not None:
-                    _yield_cpu()
-                if self._sent_in_receive is False:
-                    self._sent_in_receive = True  # the ack follows in _receive_now
-                else:
-                    self._release_acks()
+            elif self._sent_in_receive is False:  # an echo read in the keystroke's turn
+                self._sent_in_receive = True
+                self._give_way()  # the ack follows in _receive_now
+            elif self._acks_held is not None:  # a late echo: its keystroke's ack waited
+                self._give_way()
+                self._release_acks()
 
     def send_exit_code(self, code: int) -> None:
         if self.dc.state is State.OPEN:
@@ -392,6 +387,15 @@ class AgentSession:
         room = getattr(self.plugin, "wait_input_room", None)
         if room is not None:
             await room()
+
+    @staticmethod
+    def _give_way() -> None:
+        """After a keystroke's echo is written, before its ack: the real agent runs on
+        another host; this one shares the client's CPUs, and a client woken on this CPU
+        would wait while this agent ends its turn (pacing, the ack). It reads its echo
+        first."""
+        if _yield_cpu is not None:
+            _yield_cpu()
 
     def _release_acks(self) -> None:
         """Send the acks held for an echo (:data:`ECHO_WAIT`)."""
